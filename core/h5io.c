@@ -202,6 +202,7 @@ af_status af_h5_attr_get_str(hid_t obj, const char *path, const char *name, char
         char *s = NULL;
         hid_t mt = H5Tcopy(H5T_C_S1);
         H5Tset_size(mt, H5T_VARIABLE);
+        H5Tset_cset(mt, H5Tget_cset(ft)); /* h5py writes UTF-8; HDF5 will not convert */
         if (H5Aread(a, mt, &s) < 0 || !s) st = af_errorf(AF_ERR_IO, "%s: cannot read attribute '%s'", path, name);
         else { snprintf(buf, cap, "%s", s); H5free_memory(s); }
         H5Tclose(mt);
@@ -212,6 +213,7 @@ af_status af_h5_attr_get_str(hid_t obj, const char *path, const char *name, char
         else {
             hid_t mt = H5Tcopy(H5T_C_S1);
             H5Tset_size(mt, sz);
+            H5Tset_cset(mt, H5Tget_cset(ft));
             if (H5Aread(a, mt, tmp) < 0) st = af_errorf(AF_ERR_IO, "%s: cannot read attribute '%s'", path, name);
             else { tmp[sz] = 0; snprintf(buf, cap, "%s", tmp); }
             H5Tclose(mt);

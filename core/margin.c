@@ -1,0 +1,211 @@
+/* Margin-based softmax: L2 normalisation, the combined (m1, m2, m3) margin with
+ * its two gradient modes, and one class slice's whole loss (see
+ * include/arcface/margin.h for the semantics). The distributed cross-entropy
+ * lives in dist_ce.c. */
+#include "arcface/margin.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define L2_EPS 1e-12f
+
+af_status af_margin_check(const af_margin *m)
+{
+    if (!(m->s > 0) || !isfinite(m->s)) return af_errorf(AF_ERR_ARG, "scale s must be > 0, got %g", m->s);
+    if (!(m->m1 >= 1) || !isfinite(m->m1)) return af_errorf(AF_ERR_ARG, "margin m1 must be >= 1, got %g", m->m1);
+    if (!(m->m2 >= 0 && m->m2 < M_PI)) return af_errorf(AF_ERR_ARG, "margin m2 must be in [0, pi), got %g", m->m2);
+    if (!(m->m3 >= 0) || !isfinite(m->m3)) return af_errorf(AF_ERR_ARG, "margin m3 must be >= 0, got %g", m->m3);
+    if (!(m->filter_threshold < 1)) return af_errorf(AF_ERR_ARG, "interclass_filtering_threshold must be < 1, got %g", m->filter_threshold);
+    if (m->grad != AF_MARGIN_GRAD_ANALYTIC && m->grad != AF_MARGIN_GRAD_ARCFACE_TORCH)
+        return af_errorf(AF_ERR_ARG, "unknown margin gradient mode %d", (int)m->grad);
+    return AF_OK;
+}
+
+af_status af_margin_grad_parse(const char *s, af_margin_grad *out)
+{
+    if (!strcmp(s, "analytic")) *out = AF_MARGIN_GRAD_ANALYTIC;
+    else if (!strcmp(s, "arcface_torch")) *out = AF_MARGIN_GRAD_ARCFACE_TORCH;
+    else return af_errorf(AF_ERR_ARG, "margin gradient mode '%s': expected 'analytic' or 'arcface_torch'", s);
+    return AF_OK;
+}
+
+void af_l2norm_forward(const float *x, int n, int d, float *xn, float *norm)
+{
+    for (int i = 0; i < n; i++) {
+        const float *xi = x + (size_t)i * d;
+        double ss = 0;
+        for (int k = 0; k < d; k++) ss += (double)xi[k] * xi[k];
+        float nr = (float)sqrt(ss);
+        norm[i] = nr;
+        float inv = 1.0f / (nr > L2_EPS ? nr : L2_EPS);
+        float *o = xn + (size_t)i * d;
+        for (int k = 0; k < d; k++) o[k] = xi[k] * inv;
+    }
+}
+
+void af_l2norm_backward(const float *xn, const float *norm, const float *dxn, int n, int d, float *dx)
+{
+    for (int i = 0; i < n; i++) {
+        const float *u = xn + (size_t)i * d, *g = dxn + (size_t)i * d;
+        float *o = dx + (size_t)i * d;
+        if (norm[i] <= L2_EPS) {
+            /* x / eps is linear in x: the Jacobian is I / eps. */
+            for (int k = 0; k < d; k++) o[k] += g[k] / L2_EPS;
+            continue;
+        }
+        double dot = 0;
+        for (int k = 0; k < d; k++) dot += (double)u[k] * g[k];
+        float inv = 1.0f / norm[i], fd = (float)dot;
+        for (int k = 0; k < d; k++) o[k] += (g[k] - u[k] * fd) * inv;
+    }
+}
+
+/* Is the target margin applied at this cosine (easy_margin gate)? */
+static inline int margin_on(const af_margin *m, double c) { return !m->easy_margin || c > 0; }
+
+/* Value and d/dc of the target function at cosine c, in double. */
+static void target_fn(const af_margin *m, double c, double *val, double *deriv)
+{
+    if (c > 1) c = 1;
+    if (c < -1) c = -1;
+    if (!margin_on(m, c)) { *val = c; *deriv = 1; return; }
+    double theta = acos(c);
+    double a = m->m1 * theta + m->m2;
+    if (m->grad == AF_MARGIN_GRAD_ANALYTIC && a > M_PI) {
+        /* Original ArcFace fallback: keeps the logit monotone past theta + m = pi. */
+        *val = c - m->m3 - sin(M_PI - m->m2) * m->m2;
+        *deriv = 1;
+        return;
+    }
+    *val = cos(a) - m->m3;
+    if (m->m1 == 1 && m->m2 == 0) { *deriv = 1; return; }
+    /* d cos(m1*theta + m2)/dc = m1 sin(m1*theta + m2) / sin(theta). At theta -> 0
+     * with m2 = 0 the ratio tends to m1^2; with m2 > 0 it diverges (as the true
+     * gradient does), so sin(theta) is floored to keep it finite. */
+    double st = sqrt(1 - c * c);
+    if (st < 1e-7) *deriv = m->m2 == 0 ? (double)m->m1 * m->m1 : m->m1 * sin(a) / 1e-7;
+    else *deriv = m->m1 * sin(a) / st;
+}
+
+static inline int filtered(const af_margin *m, float c, int is_target)
+{
+    return m->filter_threshold > 0 && !is_target && c > m->filter_threshold;
+}
+
+void af_margin_forward(const af_margin *m, const float *cos, const int64_t *labels, const double *tcos,
+                       int B, int K, float *logits)
+{
+    const float s = m->s;
+    for (int b = 0; b < B; b++) {
+        const float *c = cos + (size_t)b * K;
+        float *o = logits + (size_t)b * K;
+        int64_t y = labels[b];
+        for (int j = 0; j < K; j++) {
+            float cj = c[j] > 1 ? 1 : c[j] < -1 ? -1 : c[j];
+            o[j] = filtered(m, cj, j == y) ? 0 : s * cj;
+        }
+        if (y >= 0) {
+            double v, d;
+            target_fn(m, tcos ? tcos[b] : c[y], &v, &d);
+            o[y] = (float)(s * v);
+        }
+    }
+}
+
+void af_margin_backward(const af_margin *m, const float *cos, const int64_t *labels, const double *tcos,
+                        int B, int K, const float *dlogits, float *dcos)
+{
+    const float s = m->s;
+    for (int b = 0; b < B; b++) {
+        const float *c = cos + (size_t)b * K, *g = dlogits + (size_t)b * K;
+        float *o = dcos + (size_t)b * K;
+        int64_t y = labels[b];
+        /* Read the target's incoming gradient first: dcos may alias dlogits. */
+        float gy = y >= 0 ? g[y] : 0;
+        for (int j = 0; j < K; j++) {
+            /* PyTorch's clamp passes gradient only inside [-1, 1]. */
+            int live = c[j] >= -1 && c[j] <= 1 && !filtered(m, c[j], j == y);
+            o[j] = live ? s * g[j] : 0;
+        }
+        if (y >= 0 && m->grad == AF_MARGIN_GRAD_ANALYTIC && c[y] >= -1 && c[y] <= 1) {
+            double v, d;
+            target_fn(m, tcos ? tcos[b] : c[y], &v, &d);
+            o[y] = (float)(s * d * gy);
+        }
+    }
+}
+
+af_status af_fc_ws_init(af_fc_ws *ws, int maxB, int maxK, int D)
+{
+    memset(ws, 0, sizeof *ws);
+    ws->maxB = maxB; ws->maxK = maxK; ws->D = D;
+    size_t bk = (size_t)maxB * (maxK > 0 ? maxK : 1);
+    if (!(ws->xn = af_malloc(sizeof(float) * maxB * D, "fc features")) ||
+        !(ws->xnorm = af_malloc(sizeof(float) * maxB, "fc feature norms")) ||
+        !(ws->wn = af_malloc(sizeof(float) * (size_t)maxK * D, "fc centres")) ||
+        !(ws->wnorm = af_malloc(sizeof(float) * maxK, "fc centre norms")) ||
+        !(ws->cos = af_malloc(sizeof(float) * bk, "fc cosines")) ||
+        !(ws->logits = af_malloc(sizeof(float) * bk, "fc logits")) ||
+        !(ws->dxn = af_malloc(sizeof(float) * maxB * D, "fc feature grads")) ||
+        !(ws->dwn = af_malloc(sizeof(float) * (size_t)maxK * D, "fc centre grads")) ||
+        !(ws->tcos = af_malloc(sizeof(double) * maxB, "fc target cosines")) ||
+        !(ws->rowbuf = af_malloc(sizeof(double) * 3 * maxB, "fc row buffer"))) {
+        af_fc_ws_free(ws);
+        return AF_ERR_NOMEM;
+    }
+    return AF_OK;
+}
+
+void af_fc_ws_free(af_fc_ws *ws)
+{
+    free(ws->xn); free(ws->xnorm); free(ws->wn); free(ws->wnorm); free(ws->cos);
+    free(ws->logits); free(ws->dxn); free(ws->dwn); free(ws->tcos); free(ws->rowbuf);
+    memset(ws, 0, sizeof *ws);
+}
+
+af_status af_fc_loss(const af_margin *m, const float *x, int B, int B_total, const float *w, int K,
+                     const int64_t *labels, MPI_Comm comm, af_fc_ws *ws, double *loss, float *dx, float *dw)
+{
+    const int D = ws->D;
+    if (B > ws->maxB || K > ws->maxK)
+        return af_errorf(AF_ERR_ARG, "fc workspace holds %d x %d, asked for %d x %d", ws->maxB, ws->maxK, B, K);
+    for (int b = 0; b < B; b++)
+        if (labels[b] < -1 || labels[b] >= K)
+            return af_errorf(AF_ERR_ARG, "label %lld of row %d outside [-1, %d)", (long long)labels[b], b, K);
+    af_l2norm_forward(x, B, D, ws->xn, ws->xnorm);
+    af_l2norm_forward(w, K, D, ws->wn, ws->wnorm);
+    if (K > 0 && B > 0)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, K, D, 1.0f, ws->xn, D, ws->wn, D, 0.0f, ws->cos, K);
+    /* The target angle decides the margin, and near theta = 0 or pi float32 cosines
+     * lose most of its bits: recompute the B target dot products in double. */
+    for (int b = 0; b < B; b++) {
+        ws->tcos[b] = 0;
+        if (labels[b] < 0) continue;
+        const float *u = ws->xn + (size_t)b * D, *v = ws->wn + (size_t)labels[b] * D;
+        double dot = 0;
+        for (int k = 0; k < D; k++) dot += (double)u[k] * v[k];
+        ws->tcos[b] = dot;
+    }
+    af_margin_forward(m, ws->cos, labels, ws->tcos, B, K, ws->logits);
+    af_status st = af_softmax_ce_forward(ws->logits, labels, B, K, B_total, comm, ws->rowbuf, loss);
+    if (st) return st;
+    if (!dx && !dw) return AF_OK;
+    af_softmax_ce_backward(ws->logits, labels, ws->rowbuf, B, K, B_total, ws->logits);
+    af_margin_backward(m, ws->cos, labels, ws->tcos, B, K, ws->logits, ws->logits);
+    const float *dcos = ws->logits; /* (B,K) */
+    if (dx) {
+        memset(ws->dxn, 0, sizeof(float) * B * D);
+        if (K > 0 && B > 0)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, D, K, 1.0f, dcos, K, ws->wn, D, 0.0f, ws->dxn, D);
+        af_l2norm_backward(ws->xn, ws->xnorm, ws->dxn, B, D, dx);
+    }
+    if (dw) {
+        memset(ws->dwn, 0, sizeof(float) * (size_t)K * D);
+        if (K > 0 && B > 0)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, D, B, 1.0f, dcos, K, ws->xn, D, 0.0f, ws->dwn, D);
+        af_l2norm_backward(ws->wn, ws->wnorm, ws->dwn, K, D, dw);
+    }
+    return AF_OK;
+}

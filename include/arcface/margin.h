@@ -1,0 +1,108 @@
+/* The margin-based softmax on the unit hypersphere: the numeric heart of
+ * ArcFace / CosFace / SphereFace and their combination.
+ *
+ * For a feature x and class centres w_j (both L2-normalised) with
+ * cos(theta_j) = <x, w_j>, the logits are
+ *     target class y:  s * (cos(m1 * theta_y + m2) - m3)
+ *     other classes:   s * cos(theta_j)
+ * ArcFace is (m1, m2, m3) = (1, 0.5, 0), CosFace (1, 0, 0.4), SphereFace m1 > 1;
+ * any combination is allowed.
+ *
+ * Class centres are sharded: every function here works on one shard's slice of
+ * classes, with labels already mapped to the slice (-1 = target not in this
+ * slice, no margin applied). The softmax cross-entropy combines the slices over
+ * an MPI communicator (row max, then row sum of exponentials), as arcface_torch's
+ * DistCrossEntropy does; the loss is the mean over the global batch.
+ *
+ * Gradient modes:
+ *   AF_MARGIN_GRAD_ANALYTIC      the true gradient of the formula above (through
+ *                                arccos/cos), the default;
+ *   AF_MARGIN_GRAD_ARCFACE_TORCH reproduces arcface_torch v2: the margin is applied
+ *                                without gradient, so d logit / d cos = s for every
+ *                                class, target included, and the forward has no
+ *                                theta + m > pi fallback (v2 has none).
+ * theta + m > pi (analytic mode): when m1 * theta + m2 > pi the target logit falls
+ * back to s * (cos(theta) - m3 - sin(pi - m2) * m2), as the original ArcFace code
+ * does (cos(theta) <= cos(pi - m) there); with m1 != 1 only the threshold moves.
+ * easy_margin: the margin (all of m1, m2, m3) is applied only when cos(theta) > 0.
+ * Inter-class filtering (threshold t > 0, arcface_torch semantics): any non-target
+ * cosine above t is set to 0 and gets no gradient; for rows whose target is not in
+ * this slice every cosine above t is filtered.
+ * As in arcface_torch, cosines are clamped to [-1, 1] and a clamped entry passes no
+ * gradient; the probability of the target is clamped below at 1e-30 in the loss. */
+#ifndef ARCFACE_MARGIN_H
+#define ARCFACE_MARGIN_H
+
+#include <mpi.h>
+#include <stdint.h>
+
+#include "arcface/status.h"
+
+typedef enum {
+    AF_MARGIN_GRAD_ANALYTIC = 0,
+    AF_MARGIN_GRAD_ARCFACE_TORCH = 1,
+} af_margin_grad;
+
+typedef struct {
+    float s, m1, m2, m3;
+    af_margin_grad grad;
+    int easy_margin;
+    float filter_threshold; /* <= 0 disables filtering */
+} af_margin;
+
+/* Validates ranges (s > 0, m1 >= 1, 0 <= m2 < pi, m3 >= 0, t < 1); the message names the field. */
+af_status af_margin_check(const af_margin *m);
+/* Parses "analytic" | "arcface_torch". */
+af_status af_margin_grad_parse(const char *s, af_margin_grad *out);
+
+/* ---- L2 normalisation of rows (PyTorch F.normalize semantics, eps 1e-12) ---- */
+void af_l2norm_forward(const float *x /* (n,d) */, int n, int d, float *xn /* (n,d) */, float *norm /* (n) */);
+/* Adds the gradient w.r.t. x into dx given dL/dxn. */
+void af_l2norm_backward(const float *xn, const float *norm, const float *dxn /* (n,d) */, int n, int d,
+                        float *dx /* (n,d), accumulated */);
+
+/* ---- margin on a (B, K) block of cosines ---- */
+/* logits = margin(cos). tcos (B), optional: the target cosines computed in double
+ * precision by the caller (used instead of cos[b, label] for the target angle). */
+void af_margin_forward(const af_margin *m, const float *cos /* (B,K) */, const int64_t *labels /* (B) */,
+                       const double *tcos, int B, int K, float *logits /* (B,K) */);
+/* dcos = dlogits * d logit / d cos (written, not accumulated). */
+void af_margin_backward(const af_margin *m, const float *cos, const int64_t *labels, const double *tcos,
+                        int B, int K, const float *dlogits, float *dcos /* (B,K) */);
+
+/* ---- distributed softmax cross-entropy over class slices ----
+ * Collective over comm: every rank holds the same B rows and its own K columns
+ * (K may differ per rank, even be 0). On return logits hold the probabilities,
+ * *loss = mean over the B rows of -log p(target) (equal on all ranks).
+ * B_total is the divisor of the mean (the global batch). Equal on all ranks: B, B_total. */
+af_status af_softmax_ce_forward(float *logits /* (B,K) in: logits; out: probabilities */, const int64_t *labels,
+                                int B, int K, int B_total, MPI_Comm comm, double *row_buf /* (3*B) */,
+                                double *loss);
+/* dlogits = (p - onehot) / B_total (written). In-place allowed (dlogits == probs).
+ * row_buf is the one the forward filled (it keeps 1 - p(target) per row). */
+void af_softmax_ce_backward(const float *probs, const int64_t *labels, const double *row_buf, int B, int K,
+                            int B_total, float *dlogits);
+
+/* ---- one slice's whole loss: normalise, cosines, margin, distributed CE, backward ----
+ * Workspace sized at init for the largest B, K, D; no allocation per call. */
+typedef struct {
+    int maxB, maxK, D;
+    float *xn, *xnorm;     /* (maxB,D), (maxB) */
+    float *wn, *wnorm;     /* (maxK,D), (maxK) */
+    float *cos, *logits;   /* (maxB,maxK) each; logits become probs then dcos */
+    float *dxn, *dwn;      /* (maxB,D), (maxK,D) */
+    double *tcos;          /* (maxB) */
+    double *rowbuf;        /* (3*maxB) */
+} af_fc_ws;
+
+af_status af_fc_ws_init(af_fc_ws *ws, int maxB, int maxK, int D);
+void af_fc_ws_free(af_fc_ws *ws);
+
+/* Loss of the global batch x (B,D raw) against this slice's raw centres w (K,D),
+ * labels mapped to the slice. Adds d(mean loss)/dx — this slice's partial sum,
+ * to be summed over slices by the caller — into dx and d/dw into dw (either may be
+ * NULL to skip). Collective over comm. */
+af_status af_fc_loss(const af_margin *m, const float *x, int B, int B_total, const float *w, int K,
+                     const int64_t *labels, MPI_Comm comm, af_fc_ws *ws, double *loss, float *dx, float *dw);
+
+#endif
