@@ -31,7 +31,7 @@ af_status af_margin_grad_parse(const char *s, af_margin_grad *out)
     return AF_OK;
 }
 
-void af_l2norm_forward(const float *x, int n, int d, float *xn, float *norm)
+void af_l2norm_forward(int n, int d, const float *x, float *xn, float *norm)
 {
     for (int i = 0; i < n; i++) {
         const float *xi = x + (size_t)i * d;
@@ -45,11 +45,12 @@ void af_l2norm_forward(const float *x, int n, int d, float *xn, float *norm)
     }
 }
 
-void af_l2norm_backward(const float *xn, const float *norm, const float *dxn, int n, int d, float *dx)
+void af_l2norm_backward(int n, int d, const float *xn, const float *norm, const float *dxn, float *dx, int dx_accum)
 {
     for (int i = 0; i < n; i++) {
         const float *u = xn + (size_t)i * d, *g = dxn + (size_t)i * d;
         float *o = dx + (size_t)i * d;
+        if (!dx_accum) for (int k = 0; k < d; k++) o[k] = 0;
         if (norm[i] <= L2_EPS) {
             /* x / eps is linear in x: the Jacobian is I / eps. */
             for (int k = 0; k < d; k++) o[k] += g[k] / L2_EPS;
@@ -174,8 +175,8 @@ af_status af_fc_loss(const af_margin *m, const float *x, int B, int B_total, con
     for (int b = 0; b < B; b++)
         if (labels[b] < -1 || labels[b] >= K)
             return af_errorf(AF_ERR_ARG, "label %lld of row %d outside [-1, %d)", (long long)labels[b], b, K);
-    af_l2norm_forward(x, B, D, ws->xn, ws->xnorm);
-    af_l2norm_forward(w, K, D, ws->wn, ws->wnorm);
+    af_l2norm_forward(B, D, x, ws->xn, ws->xnorm);
+    af_l2norm_forward(K, D, w, ws->wn, ws->wnorm);
     if (K > 0 && B > 0)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, K, D, 1.0f, ws->xn, D, ws->wn, D, 0.0f, ws->cos, K);
     /* The target angle decides the margin, and near theta = 0 or pi float32 cosines
@@ -199,13 +200,13 @@ af_status af_fc_loss(const af_margin *m, const float *x, int B, int B_total, con
         memset(ws->dxn, 0, sizeof(float) * B * D);
         if (K > 0 && B > 0)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, D, K, 1.0f, dcos, K, ws->wn, D, 0.0f, ws->dxn, D);
-        af_l2norm_backward(ws->xn, ws->xnorm, ws->dxn, B, D, dx);
+        af_l2norm_backward(B, D, ws->xn, ws->xnorm, ws->dxn, dx, 1);
     }
     if (dw) {
         memset(ws->dwn, 0, sizeof(float) * (size_t)K * D);
         if (K > 0 && B > 0)
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, D, B, 1.0f, dcos, K, ws->xn, D, 0.0f, ws->dwn, D);
-        af_l2norm_backward(ws->wn, ws->wnorm, ws->dwn, K, D, dw);
+        af_l2norm_backward(K, D, ws->wn, ws->wnorm, ws->dwn, dw, 1);
     }
     return AF_OK;
 }

@@ -36,6 +36,7 @@
 #include <mpi.h>
 #include <stdint.h>
 
+#include "arcface/l2norm.h"
 #include "arcface/status.h"
 
 typedef enum {
@@ -54,12 +55,6 @@ typedef struct {
 af_status af_margin_check(const af_margin *m);
 /* Parses "analytic" | "arcface_torch". */
 af_status af_margin_grad_parse(const char *s, af_margin_grad *out);
-
-/* ---- L2 normalisation of rows (PyTorch F.normalize semantics, eps 1e-12) ---- */
-void af_l2norm_forward(const float *x /* (n,d) */, int n, int d, float *xn /* (n,d) */, float *norm /* (n) */);
-/* Adds the gradient w.r.t. x into dx given dL/dxn. */
-void af_l2norm_backward(const float *xn, const float *norm, const float *dxn /* (n,d) */, int n, int d,
-                        float *dx /* (n,d), accumulated */);
 
 /* ---- margin on a (B, K) block of cosines ---- */
 /* logits = margin(cos). tcos (B), optional: the target cosines computed in double
