@@ -134,3 +134,66 @@ af_status af_pfc_sample(af_pfc_sampler *s, const int64_t *labels, int B, uint64_
         labels_out[b] = labels[b] < 0 ? -1 : lower_bound(s->index, s->count, labels[b]);
     return AF_OK;
 }
+
+af_status af_pfc_global_init(af_pfc_global *g, int64_t C, int S, double rate, int maxB)
+{
+    memset(g, 0, sizeof *g);
+    if (S < 1 || S > C) return af_errorf(AF_ERR_ARG, "sample_shards must be in [1, %lld], got %d", (long long)C, S);
+    g->C = C;
+    g->S = S;
+    g->maxB = maxB;
+    g->shard = af_calloc((size_t)S, sizeof *g->shard, "sampling shards");
+    g->lab = af_malloc(sizeof(int64_t) * maxB, "sampling labels");
+    g->remap = af_malloc(sizeof(int64_t) * maxB, "sampling remap");
+    g->target = af_malloc(sizeof(int64_t) * maxB, "sampling targets");
+    if (!g->shard || !g->lab || !g->remap || !g->target) goto nomem;
+    for (int s = 0; s < S; s++) {
+        af_status st = af_pfc_sampler_init(&g->shard[s], af_shard_count(C, S, s), rate, maxB);
+        if (st) { af_pfc_global_free(g); return st; }
+    }
+    g->max_total = af_pfc_max_total(C, S, rate, maxB);
+    if (!(g->ids = af_malloc(sizeof(int64_t) * (g->max_total ? g->max_total : 1), "sampled class ids"))) goto nomem;
+    return AF_OK;
+nomem:
+    af_pfc_global_free(g);
+    return AF_ERR_NOMEM;
+}
+
+void af_pfc_global_free(af_pfc_global *g)
+{
+    if (g->shard)
+        for (int s = 0; s < g->S; s++) af_pfc_sampler_free(&g->shard[s]);
+    free(g->shard); free(g->lab); free(g->remap); free(g->ids); free(g->target);
+    memset(g, 0, sizeof *g);
+}
+
+af_status af_pfc_global_sample(af_pfc_global *g, const int64_t *labels, int B, uint64_t seed, int64_t step)
+{
+    if (B > g->maxB) return af_errorf(AF_ERR_ARG, "sampling sized for %d rows, got %d", g->maxB, B);
+    for (int b = 0; b < B; b++)
+        if (labels[b] < 0 || labels[b] >= g->C)
+            return af_errorf(AF_ERR_ARG, "row %d: label %lld outside [0, %lld)", b, (long long)labels[b], (long long)g->C);
+    g->K = 0;
+    for (int s = 0; s < g->S; s++) {
+        int64_t start = af_shard_start(g->C, g->S, s), n = af_shard_count(g->C, g->S, s);
+        for (int b = 0; b < B; b++) g->lab[b] = labels[b] >= start && labels[b] < start + n ? labels[b] - start : -1;
+        af_status st = af_pfc_sample(&g->shard[s], g->lab, B, seed, step, s, g->remap);
+        if (st) return st;
+        for (int b = 0; b < B; b++)
+            if (g->remap[b] >= 0) g->target[b] = g->K + g->remap[b];
+        for (int64_t i = 0; i < g->shard[s].count; i++) g->ids[g->K + i] = start + g->shard[s].index[i];
+        g->K += g->shard[s].count;
+    }
+    return AF_OK;
+}
+
+int64_t af_pfc_max_total(int64_t C, int S, double rate, int maxB)
+{
+    int64_t total = 0;
+    for (int s = 0; s < S; s++) {
+        int64_t n = af_shard_count(C, S, s), k = (int64_t)(rate * (double)n);
+        if (k < maxB) k = maxB; /* positives alone may exceed num_sample */
+        total += k < n ? k : n;
+    }
+    return total;
+}

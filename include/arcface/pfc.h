@@ -44,3 +44,29 @@ af_status af_pfc_sample(af_pfc_sampler *s, const int64_t *labels, int B, uint64_
                         int64_t *labels_out);
 
 #endif
+
+/* ---- Sampling over the whole class space ----
+ * The sampled set is defined over S logical shards of the C classes (the
+ * `sample_shards` setting), not over the parameter servers, so that it is the
+ * same whatever the number of servers: training with any layout gives the
+ * same numbers. S = 1 samples globally; S = 8 reproduces arcface_torch on 8
+ * GPUs. The result is the sorted list of sampled global class ids and, for each
+ * row of the global batch, the position of its class in that list. */
+typedef struct {
+    int64_t C;
+    int S;
+    int maxB;
+    af_pfc_sampler *shard;  /* (S) */
+    int64_t *lab, *remap;   /* (maxB) scratch */
+    int64_t *ids;           /* (max_total) sorted global class ids */
+    int64_t K;              /* how many this step */
+    int64_t max_total;
+    int64_t *target;        /* (maxB) position of each row's class in ids */
+} af_pfc_global;
+
+af_status af_pfc_global_init(af_pfc_global *g, int64_t C, int S, double rate, int maxB);
+void af_pfc_global_free(af_pfc_global *g);
+/* The most classes one step can sample (sizes buffers on workers and servers). */
+int64_t af_pfc_max_total(int64_t C, int S, double rate, int maxB);
+/* labels: B global class ids in [0, C). */
+af_status af_pfc_global_sample(af_pfc_global *g, const int64_t *labels, int B, uint64_t seed, int64_t step);

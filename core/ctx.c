@@ -1,0 +1,61 @@
+/* Communicators, roles and the class-to-server map (include/arcface/ctx.h). */
+#include "arcface/ctx.h"
+
+#include <string.h>
+
+#include "arcface/pfc.h"
+
+af_status af_ctx_init(af_ctx *c, MPI_Comm job, int ps, int64_t num_classes)
+{
+    memset(c, 0, sizeof *c);
+    c->workers = c->servers = MPI_COMM_NULL;
+    if (MPI_Comm_dup(job, &c->world) != MPI_SUCCESS) return af_errorf(AF_ERR_MPI, "MPI_Comm_dup failed");
+    MPI_Comm_set_errhandler(c->world, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(c->world, &c->rank);
+    MPI_Comm_size(c->world, &c->size);
+    c->num_classes = num_classes;
+    if (c->size == 1) {
+        c->W = 1;
+        c->P = 0;
+    } else {
+        if (ps < 1 || ps >= c->size)
+            return af_errorf(AF_ERR_ARG, "configuration key 'ps': a job of %d ranks needs 1 .. %d parameter servers, got %d",
+                             c->size, c->size - 1, ps);
+        c->P = ps;
+        c->W = c->size - ps;
+    }
+    if (c->P > 0 && num_classes < c->P)
+        return af_errorf(AF_ERR_ARG, "%lld classes cannot be split over %d parameter servers", (long long)num_classes, c->P);
+    c->role = c->rank < c->W ? AF_ROLE_WORKER : AF_ROLE_SERVER;
+    c->worker_rank = c->role == AF_ROLE_WORKER ? c->rank : -1;
+    c->server_rank = c->role == AF_ROLE_SERVER ? c->rank - c->W : -1;
+    MPI_Comm split;
+    if (MPI_Comm_split(c->world, (int)c->role, c->rank, &split) != MPI_SUCCESS)
+        return af_errorf(AF_ERR_MPI, "MPI_Comm_split into workers and servers failed");
+    MPI_Comm_set_errhandler(split, MPI_ERRORS_RETURN);
+    if (c->role == AF_ROLE_WORKER) c->workers = split; else c->servers = split;
+    return AF_OK;
+}
+
+void af_ctx_free(af_ctx *c)
+{
+    if (c->workers != MPI_COMM_NULL) MPI_Comm_free(&c->workers);
+    if (c->servers != MPI_COMM_NULL) MPI_Comm_free(&c->servers);
+    if (c->world != MPI_COMM_NULL && c->world) MPI_Comm_free(&c->world);
+}
+
+int af_ctx_server_world_rank(const af_ctx *c, int server) { return c->W + server; }
+int af_ctx_class_owner(const af_ctx *c, int64_t cls) { return af_shard_owner(c->num_classes, c->P, cls); }
+int64_t af_ctx_server_start(const af_ctx *c, int server) { return af_shard_start(c->num_classes, c->P, server); }
+int64_t af_ctx_server_count(const af_ctx *c, int server) { return af_shard_count(c->num_classes, c->P, server); }
+
+af_status af_ctx_agree(const af_ctx *c, af_status local)
+{
+    /* Lowest failing rank wins: encode as (rank) where failing, size otherwise. */
+    int mine = local ? c->rank : c->size, first;
+    if (MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, c->world) != MPI_SUCCESS)
+        return af_errorf(AF_ERR_MPI, "rank %d: MPI_Allreduce for error agreement failed", c->rank);
+    if (first == c->size) return AF_OK;
+    if (local) return local;
+    return af_errorf(AF_ERR_MPI, "rank %d stopped because rank %d failed (see its message)", c->rank, first);
+}

@@ -1,0 +1,115 @@
+/* Envelope transport over MPI with checked decoding (include/arcface/msg.h). */
+#include "arcface/msg.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static void *arena_alloc(void *data, size_t size)
+{
+    af_msgbuf *m = data;
+    size_t at = (m->arena_used + 15) & ~(size_t)15;
+    if (size > m->arena_cap || at > m->arena_cap - size) return NULL;
+    m->arena_used = at + size;
+    return m->arena + at;
+}
+
+static void arena_free(void *data, void *p) { (void)data; (void)p; }
+
+af_status af_msgbuf_init(af_msgbuf *m, size_t cap, size_t max_ids)
+{
+    memset(m, 0, sizeof *m);
+    m->cap = cap;
+    /* Unpacked: the payload bytes (<= cap), every id as an int64 (a varint on
+     * the wire may be a single byte), and the message structs. */
+    m->arena_cap = cap + 8 * max_ids + 65536;
+    m->buf = af_malloc(cap, "message buffer");
+    m->arena = af_malloc(m->arena_cap, "message unpack arena");
+    if (!m->buf || !m->arena) {
+        af_msgbuf_free(m);
+        return AF_ERR_NOMEM;
+    }
+    m->alloc.alloc = arena_alloc;
+    m->alloc.free = arena_free;
+    m->alloc.allocator_data = m;
+    return AF_OK;
+}
+
+void af_msgbuf_free(af_msgbuf *m)
+{
+    free(m->buf);
+    free(m->arena);
+    memset(m, 0, sizeof *m);
+}
+
+const char *af_msg_type_name(const Arcface__Envelope *env)
+{
+    if (!env) return "undecodable";
+    switch (env->body_case) {
+    case ARCFACE__ENVELOPE__BODY_PULL: return "pull";
+    case ARCFACE__ENVELOPE__BODY_PULL_REPLY: return "pull_reply";
+    case ARCFACE__ENVELOPE__BODY_PUSH: return "push";
+    case ARCFACE__ENVELOPE__BODY_COMMIT: return "commit";
+    case ARCFACE__ENVELOPE__BODY_CHECKPOINT: return "checkpoint";
+    case ARCFACE__ENVELOPE__BODY_SHUTDOWN: return "shutdown";
+    case ARCFACE__ENVELOPE__BODY_ERROR: return "error";
+    default: return "empty";
+    }
+}
+
+af_status af_msg_pack(Arcface__Envelope *env, af_msgbuf *m, size_t *len)
+{
+    env->version = AF_PROTOCOL_VERSION;
+    size_t n = arcface__envelope__get_packed_size(env);
+    if (n > m->cap)
+        return af_errorf(AF_ERR_PROTO, "%s message of %zu bytes exceeds the %zu-byte limit", af_msg_type_name(env), n,
+                         m->cap);
+    *len = arcface__envelope__pack(env, m->buf);
+    return AF_OK;
+}
+
+af_status af_msg_send(MPI_Comm comm, int dest, int tag, Arcface__Envelope *env, af_msgbuf *m)
+{
+    size_t len = 0;
+    af_status st = af_msg_pack(env, m, &len);
+    if (st) return st;
+    int rc = MPI_Send(m->buf, (int)len, MPI_BYTE, dest, tag, comm);
+    if (rc != MPI_SUCCESS)
+        return af_errorf(AF_ERR_MPI, "sending %s message to rank %d failed (MPI code %d)", af_msg_type_name(env), dest, rc);
+    return AF_OK;
+}
+
+af_status af_msg_unpack(af_msgbuf *m, size_t len, int from)
+{
+    m->arena_used = 0;
+    m->env = arcface__envelope__unpack(&m->alloc, len, m->buf);
+    if (!m->env)
+        return af_errorf(AF_ERR_PROTO, "message from rank %d (%zu bytes) is not a valid protobuf Envelope (truncated, "
+                         "corrupt or too large to unpack)", from, len);
+    if (m->env->version != AF_PROTOCOL_VERSION)
+        return af_errorf(AF_ERR_PROTO, "%s message from rank %d has protocol version %u, expected %u",
+                         af_msg_type_name(m->env), from, m->env->version, AF_PROTOCOL_VERSION);
+    if (m->env->body_case == ARCFACE__ENVELOPE__BODY__NOT_SET)
+        return af_errorf(AF_ERR_PROTO, "message from rank %d has no body", from);
+    return AF_OK;
+}
+
+af_status af_msg_recv(MPI_Comm comm, int source, int tag, af_msgbuf *m, int *from)
+{
+    MPI_Status s;
+    int rc = MPI_Probe(source, tag, comm, &s);
+    if (rc != MPI_SUCCESS) return af_errorf(AF_ERR_MPI, "MPI_Probe failed (code %d)", rc);
+    int count;
+    MPI_Get_count(&s, MPI_BYTE, &count);
+    *from = s.MPI_SOURCE;
+    m->env = NULL;
+    if ((size_t)count > m->cap) {
+        /* Consume it without a buffer that large: a truncating receive
+         * (MPI_ERRORS_RETURN is set on our communicators) drops the rest. */
+        MPI_Recv(m->buf, (int)m->cap, MPI_BYTE, s.MPI_SOURCE, tag, comm, MPI_STATUS_IGNORE);
+        return af_errorf(AF_ERR_PROTO, "message from rank %d is %d bytes, more than the %zu-byte limit", s.MPI_SOURCE,
+                         count, m->cap);
+    }
+    rc = MPI_Recv(m->buf, count, MPI_BYTE, s.MPI_SOURCE, tag, comm, MPI_STATUS_IGNORE);
+    if (rc != MPI_SUCCESS) return af_errorf(AF_ERR_MPI, "receiving from rank %d failed (code %d)", s.MPI_SOURCE, rc);
+    return af_msg_unpack(m, (size_t)count, s.MPI_SOURCE);
+}

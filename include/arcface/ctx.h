@@ -1,0 +1,48 @@
+/* The distributed context: one struct owns the communicators (world, workers,
+ * servers) and the class-to-server map; nothing below main() touches
+ * MPI_COMM_WORLD.
+ *
+ * Rank layout: of N world ranks, ranks 0 .. W-1 are workers (worker w is world
+ * rank w) and the last P ranks W .. N-1 are parameter servers (server p is world
+ * rank W + p), P = the `ps` setting. With mpirun's default by-slot mapping the
+ * servers thus land on the last node(s); see jobs/README for placing them. A job
+ * of one rank is the single-process reference: that rank is worker 0 and holds
+ * every class itself (P = 0). Server p owns classes [start_p, start_p + count_p)
+ * with count_p = C / P + (p < C % P), start_p = (C / P) p + min(p, C % P). */
+#ifndef ARCFACE_CTX_H
+#define ARCFACE_CTX_H
+
+#include <mpi.h>
+#include <stdint.h>
+
+#include "arcface/status.h"
+
+typedef enum { AF_ROLE_WORKER = 0, AF_ROLE_SERVER = 1 } af_role;
+
+typedef struct {
+    MPI_Comm world;      /* duplicate of the job's communicator, errors returned */
+    MPI_Comm workers;    /* the workers; MPI_COMM_NULL on servers */
+    MPI_Comm servers;    /* the servers; MPI_COMM_NULL on workers */
+    int rank, size;      /* in world */
+    af_role role;
+    int W, P;            /* workers, servers (P = 0: single process) */
+    int worker_rank;     /* -1 on servers */
+    int server_rank;     /* -1 on workers */
+    int64_t num_classes;
+} af_ctx;
+
+/* Collective over `job`. ps: number of server ranks (ignored for a job of one rank). */
+af_status af_ctx_init(af_ctx *c, MPI_Comm job, int ps, int64_t num_classes);
+void af_ctx_free(af_ctx *c);
+
+int af_ctx_server_world_rank(const af_ctx *c, int server);
+int af_ctx_class_owner(const af_ctx *c, int64_t cls);
+int64_t af_ctx_server_start(const af_ctx *c, int server);
+int64_t af_ctx_server_count(const af_ctx *c, int server);
+
+/* Agreement on failure (collective over world): returns AF_OK on every rank if
+ * every rank passed AF_OK, else an error on every rank. A failing rank keeps its
+ * own message; the others get one naming the lowest failing rank. */
+af_status af_ctx_agree(const af_ctx *c, af_status local);
+
+#endif

@@ -1,0 +1,54 @@
+/* Worker <-> parameter-server messages: protobuf-c Envelopes (proto/arcface.proto)
+ * carried as MPI_BYTE messages. Requests go to a server on AF_TAG_REQUEST;
+ * replies come back on AF_TAG_REPLY. Decoding never trusts the peer: the
+ * size is checked before receiving (an oversized message is consumed and
+ * refused), the protocol version is checked, and unpacking allocates from a
+ * fixed arena, so a malformed message costs an error, never a crash and never
+ * an allocation per step. */
+#ifndef ARCFACE_MSG_H
+#define ARCFACE_MSG_H
+
+#include <mpi.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <protobuf-c/protobuf-c.h>
+
+#include "arcface.pb-c.h"
+#include "arcface/status.h"
+
+#define AF_PROTOCOL_VERSION 1u
+#define AF_TAG_REQUEST 7001
+#define AF_TAG_REPLY 7002
+
+typedef struct {
+    uint8_t *buf;          /* (cap) wire bytes */
+    size_t cap;
+    uint8_t *arena;        /* (arena_cap) for unpacked messages */
+    size_t arena_cap, arena_used;
+    ProtobufCAllocator alloc;
+    Arcface__Envelope *env; /* the last unpacked message (in the arena) */
+} af_msgbuf;
+
+/* cap: the largest wire message accepted or sent; max_ids: the most class ids
+ * one message may carry (sizes the unpack arena). */
+af_status af_msgbuf_init(af_msgbuf *m, size_t cap, size_t max_ids);
+void af_msgbuf_free(af_msgbuf *m);
+
+/* "pull", "pull_reply", "push", ... or "empty". */
+const char *af_msg_type_name(const Arcface__Envelope *env);
+
+/* Packs env (its version is set here) into m->buf; *len gets the size. */
+af_status af_msg_pack(Arcface__Envelope *env, af_msgbuf *m, size_t *len);
+/* Blocking send of an Envelope. */
+af_status af_msg_send(MPI_Comm comm, int dest, int tag, Arcface__Envelope *env, af_msgbuf *m);
+
+/* Receives the next message on `tag` from `source` (or MPI_ANY_SOURCE) into m
+ * and unpacks it into m->env; *from gets the sender. A message that is too
+ * large, does not parse, has another protocol version or no body is consumed
+ * and reported as AF_ERR_PROTO with *from set (so a server can answer it). */
+af_status af_msg_recv(MPI_Comm comm, int source, int tag, af_msgbuf *m, int *from);
+/* Unpacks `len` bytes already in m->buf (after an MPI_Irecv completed). */
+af_status af_msg_unpack(af_msgbuf *m, size_t len, int from);
+
+#endif

@@ -1,0 +1,71 @@
+/* A parameter server's shard of the class centres (fc weights): rows
+ * [start, start + count) of the global (num_classes, D) matrix, their optimizer
+ * state, and the accumulator of the gradients pushed during one optimizer step.
+ *
+ * Memory: weights and momentum are count x D x 4 bytes each (AdamW, dense only,
+ * adds a second moment); the rest is small and fixed: an int32 slot per row
+ * mapping touched rows into the accumulator (max_touched x D floats).
+ *
+ * Update modes (optimizer step with learning rate lr; wd weight decay, mu momentum):
+ *   sparse  only rows pushed this step: g = acc + wd w; v = mu v + g; w -= lr v
+ *           (PLSC's sparse momentum, partial_fc v1);
+ *   dense   every row, every step, with g = 0 for rows nobody pushed: exactly
+ *           arcface_torch v2, where the whole fc weight is one torch SGD parameter.
+ *   AdamW (dense): torch.optim.AdamW semantics with one step count per shard.
+ * Row c is initialised N(0, 0.01) from (seed, c) alone, so the initial matrix is
+ * the same whatever the number of servers. */
+#ifndef ARCFACE_PARAMSERVER_H
+#define ARCFACE_PARAMSERVER_H
+
+#include <stdint.h>
+
+#include "arcface/config.h"
+#include "arcface/ctx.h"
+#include "arcface/status.h"
+
+typedef enum { AF_FC_SPARSE = 0, AF_FC_DENSE = 1 } af_fc_update;
+
+typedef struct {
+    int64_t start, count;
+    int D;
+    af_fc_update mode;
+    int adamw;
+    float momentum, weight_decay, beta1, beta2, eps;
+    int64_t adam_t;
+    float *w;            /* (count, D) */
+    float *mom;          /* (count, D) momentum (SGD) or exp_avg (AdamW) */
+    float *mom2;         /* (count, D) exp_avg_sq (AdamW), else NULL */
+    int32_t *slot;       /* (count) row -> accumulator slot, -1 if untouched this step */
+    float *acc;          /* (max_touched, D) */
+    int64_t *touched;    /* (max_touched) local rows in slot order */
+    int64_t n_touched, max_touched;
+} af_ps_shard;
+
+af_status af_ps_shard_init(af_ps_shard *s, int64_t start, int64_t count, int D, int64_t max_touched,
+                           const af_config *cfg);
+void af_ps_shard_free(af_ps_shard *s);
+/* Initial weights N(0, 0.01), row c from (seed, global class c). */
+void af_ps_shard_init_weights(af_ps_shard *s, uint64_t seed);
+
+/* out (n, D) = rows of the given global class ids. Fails, touching nothing, if
+ * an id is outside the shard. */
+af_status af_ps_shard_gather(const af_ps_shard *s, const int64_t *ids, int64_t n, float *out);
+/* Adds grads (n, D) into the accumulator rows of the given ids. Checks every id
+ * and the accumulator capacity before changing anything. */
+af_status af_ps_shard_accumulate(af_ps_shard *s, const int64_t *ids, int64_t n, const float *grads);
+/* Applies the optimizer step and clears the accumulator. */
+void af_ps_shard_apply(af_ps_shard *s, float lr);
+
+/* Bytes of weights + optimizer state, and of everything the shard holds. */
+size_t af_ps_shard_state_bytes(const af_ps_shard *s);
+size_t af_ps_shard_total_bytes(const af_ps_shard *s);
+
+/* The server rank's main loop: answers pulls, accumulates pushes, applies
+ * commits, until a shutdown. Checkpoint requests call `checkpoint` (collective
+ * with the workers). Malformed or unexpected messages are answered with an
+ * ErrorReply and leave the shard untouched. */
+typedef af_status (*af_ps_checkpoint_fn)(void *user, int64_t opt_step, const char *path);
+af_status af_server_run(const af_ctx *ctx, const af_config *cfg, af_ps_shard *s, int64_t first_opt_step,
+                        af_ps_checkpoint_fn checkpoint, void *user);
+
+#endif

@@ -1,0 +1,162 @@
+/* Class-centre shard storage and its optimizer (include/arcface/paramserver.h). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "arcface/paramserver.h"
+#include "arcface/rng.h"
+
+/* Salt that keeps fc initialisation apart from the backbone's in the INIT stream. */
+#define FC_INIT_SALT 0xfc00000000000000ull
+
+af_status af_ps_shard_init(af_ps_shard *s, int64_t start, int64_t count, int D, int64_t max_touched,
+                           const af_config *cfg)
+{
+    memset(s, 0, sizeof *s);
+    s->start = start;
+    s->count = count;
+    s->D = D;
+    s->mode = strcmp(cfg->fc_update, "dense") ? AF_FC_SPARSE : AF_FC_DENSE;
+    s->adamw = !strcmp(cfg->optimizer, "adamw");
+    s->momentum = cfg->momentum;
+    s->weight_decay = cfg->weight_decay;
+    s->beta1 = 0.9f;
+    s->beta2 = 0.999f;
+    s->eps = 1e-8f;
+    s->max_touched = max_touched < count ? max_touched : count;
+    size_t rows = (size_t)count * D;
+    s->w = af_malloc(sizeof(float) * rows, "fc shard weights");
+    s->mom = af_calloc(rows, sizeof(float), "fc shard momentum");
+    s->mom2 = s->adamw ? af_calloc(rows, sizeof(float), "fc shard AdamW second moment") : NULL;
+    s->slot = af_malloc(sizeof(int32_t) * (count ? count : 1), "fc shard slot map");
+    s->acc = af_malloc(sizeof(float) * (size_t)(s->max_touched ? s->max_touched : 1) * D, "fc gradient accumulator");
+    s->touched = af_malloc(sizeof(int64_t) * (s->max_touched ? s->max_touched : 1), "fc touched rows");
+    if (!s->w || !s->mom || (s->adamw && !s->mom2) || !s->slot || !s->acc || !s->touched) {
+        af_ps_shard_free(s);
+        return AF_ERR_NOMEM;
+    }
+    for (int64_t i = 0; i < count; i++) s->slot[i] = -1;
+    if (s->max_touched > INT32_MAX) {
+        af_ps_shard_free(s);
+        return af_errorf(AF_ERR_ARG, "fc shard: %lld rows touched per step is too many", (long long)max_touched);
+    }
+    return AF_OK;
+}
+
+void af_ps_shard_free(af_ps_shard *s)
+{
+    free(s->w); free(s->mom); free(s->mom2); free(s->slot); free(s->acc); free(s->touched);
+    memset(s, 0, sizeof *s);
+}
+
+void af_ps_shard_init_weights(af_ps_shard *s, uint64_t seed)
+{
+    for (int64_t i = 0; i < s->count; i++) {
+        af_rng r;
+        af_rng_seed(&r, seed, AF_RNG_STREAM_INIT, FC_INIT_SALT, (uint64_t)(s->start + i));
+        float *row = s->w + (size_t)i * s->D;
+        for (int k = 0; k < s->D; k++) row[k] = 0.01f * af_rng_normal(&r);
+    }
+}
+
+static af_status check_ids(const af_ps_shard *s, const int64_t *ids, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        if (ids[i] < s->start || ids[i] >= s->start + s->count)
+            return af_errorf(AF_ERR_PROTO, "class id %lld (item %lld) is not in this shard [%lld, %lld)",
+                             (long long)ids[i], (long long)i, (long long)s->start, (long long)(s->start + s->count));
+    return AF_OK;
+}
+
+af_status af_ps_shard_gather(const af_ps_shard *s, const int64_t *ids, int64_t n, float *out)
+{
+    af_status st = check_ids(s, ids, n);
+    if (st) return st;
+    for (int64_t i = 0; i < n; i++)
+        memcpy(out + (size_t)i * s->D, s->w + (size_t)(ids[i] - s->start) * s->D, sizeof(float) * s->D);
+    return AF_OK;
+}
+
+af_status af_ps_shard_accumulate(af_ps_shard *s, const int64_t *ids, int64_t n, const float *grads)
+{
+    af_status st = check_ids(s, ids, n);
+    if (st) return st;
+    int64_t fresh = 0;
+    for (int64_t i = 0; i < n; i++) fresh += s->slot[ids[i] - s->start] < 0;
+    /* Duplicates inside one push would be counted twice above: that only
+     * over-estimates, so the check stays safe. */
+    if (s->n_touched + fresh > s->max_touched)
+        return af_errorf(AF_ERR_PROTO, "push of %lld rows would touch %lld rows this step, more than the %lld the "
+                         "sampling allows", (long long)n, (long long)(s->n_touched + fresh), (long long)s->max_touched);
+    const int D = s->D;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t r = ids[i] - s->start;
+        float *a;
+        if (s->slot[r] < 0) {
+            s->slot[r] = (int32_t)s->n_touched;
+            s->touched[s->n_touched] = r;
+            a = s->acc + (size_t)s->n_touched++ * D;
+            memcpy(a, grads + (size_t)i * D, sizeof(float) * D);
+        } else {
+            a = s->acc + (size_t)s->slot[r] * D;
+            const float *g = grads + (size_t)i * D;
+            for (int k = 0; k < D; k++) a[k] += g[k];
+        }
+    }
+    return AF_OK;
+}
+
+static void sgd_row(float *w, float *v, const float *g, int D, float lr, float mu, float wd)
+{
+    for (int k = 0; k < D; k++) {
+        float d = (g ? g[k] : 0.0f) + wd * w[k];
+        v[k] = mu * v[k] + d;
+        w[k] -= lr * v[k];
+    }
+}
+
+void af_ps_shard_apply(af_ps_shard *s, float lr)
+{
+    const int D = s->D;
+    if (s->adamw) {
+        /* torch.optim.AdamW: decoupled decay, bias-corrected moments. */
+        s->adam_t++;
+        float bc1 = 1.0f - powf(s->beta1, (float)s->adam_t), bc2 = 1.0f - powf(s->beta2, (float)s->adam_t);
+        float step = lr / bc1, sbc2 = sqrtf(bc2);
+        for (int64_t r = 0; r < s->count; r++) {
+            float *w = s->w + (size_t)r * D, *m = s->mom + (size_t)r * D, *v = s->mom2 + (size_t)r * D;
+            const float *g = s->slot[r] >= 0 ? s->acc + (size_t)s->slot[r] * D : NULL;
+            for (int k = 0; k < D; k++) {
+                float gk = g ? g[k] : 0.0f;
+                w[k] *= 1.0f - lr * s->weight_decay;
+                m[k] = s->beta1 * m[k] + (1 - s->beta1) * gk;
+                v[k] = s->beta2 * v[k] + (1 - s->beta2) * gk * gk;
+                w[k] -= step * m[k] / (sqrtf(v[k]) / sbc2 + s->eps);
+            }
+        }
+    } else if (s->mode == AF_FC_DENSE) {
+        for (int64_t r = 0; r < s->count; r++) {
+            const float *g = s->slot[r] >= 0 ? s->acc + (size_t)s->slot[r] * D : NULL;
+            sgd_row(s->w + (size_t)r * D, s->mom + (size_t)r * D, g, D, lr, s->momentum, s->weight_decay);
+        }
+    } else {
+        for (int64_t i = 0; i < s->n_touched; i++) {
+            int64_t r = s->touched[i];
+            sgd_row(s->w + (size_t)r * D, s->mom + (size_t)r * D, s->acc + (size_t)i * D, D, lr, s->momentum,
+                    s->weight_decay);
+        }
+    }
+    for (int64_t i = 0; i < s->n_touched; i++) s->slot[s->touched[i]] = -1;
+    s->n_touched = 0;
+}
+
+size_t af_ps_shard_state_bytes(const af_ps_shard *s)
+{
+    return sizeof(float) * (size_t)s->count * s->D * (s->adamw ? 3 : 2);
+}
+
+size_t af_ps_shard_total_bytes(const af_ps_shard *s)
+{
+    return af_ps_shard_state_bytes(s) + sizeof(int32_t) * (size_t)s->count +
+           (sizeof(float) * s->D + sizeof(int64_t)) * (size_t)s->max_touched;
+}
