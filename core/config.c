@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum { T_INT, T_I64, T_U64, T_FLOAT, T_BOOL, T_STR, T_FLOAT3 } key_type;
+typedef enum { T_INT, T_I64, T_U64, T_FLOAT, T_DOUBLE, T_BOOL, T_STR, T_FLOAT3 } key_type;
 
 typedef struct {
     const char *name;
@@ -25,7 +25,7 @@ static const key_def keys[] = {
     K(network, T_STR), K(embedding_size, T_INT), K(dropout, T_FLOAT),
     K(margin_list, T_FLOAT3), K(scale, T_FLOAT), K(margin_grad, T_STR), K(easy_margin, T_BOOL),
     K(interclass_filtering_threshold, T_FLOAT),
-    K(sample_rate, T_FLOAT), K(sample_shards, T_INT), K(fc_update, T_STR), K(num_classes, T_I64),
+    K(sample_rate, T_DOUBLE), K(sample_shards, T_INT), K(fc_update, T_STR), K(num_classes, T_I64),
     K(batch_size, T_INT), K(lr, T_FLOAT), K(momentum, T_FLOAT), K(weight_decay, T_FLOAT), K(clip_grad, T_FLOAT),
     K(optimizer, T_STR), K(num_epoch, T_INT), K(warmup_epoch, T_INT), K(gradient_acc, T_INT),
     K(max_steps, T_I64), K(seed, T_U64),
@@ -130,6 +130,10 @@ af_status af_config_set(af_config *c, const char *key, const char *value, const 
     case T_FLOAT:
         if (!parse_double(v, &d)) return af_errorf(AF_ERR_ARG, "%s: key '%s' expects a number, got '%s'", where, key, v);
         *(float *)dst = (float)d;
+        break;
+    case T_DOUBLE:
+        if (!parse_double(v, &d)) return af_errorf(AF_ERR_ARG, "%s: key '%s' expects a number, got '%s'", where, key, v);
+        *(double *)dst = d;
         break;
     case T_BOOL:
         if (!strcmp(v, "1") || !strcasecmp(v, "true") || !strcasecmp(v, "yes") || !strcasecmp(v, "on")) *(int *)dst = 1;
@@ -273,6 +277,7 @@ void af_config_write(const af_config *c, FILE *f)
         case T_I64: fprintf(f, "%lld\n", (long long)*(const int64_t *)p); break;
         case T_U64: fprintf(f, "%llu\n", (unsigned long long)*(const uint64_t *)p); break;
         case T_FLOAT: fprintf(f, "%.9g\n", *(const float *)p); break;
+        case T_DOUBLE: fprintf(f, "%.17g\n", *(const double *)p); break;
         case T_STR: fprintf(f, "\"%s\"\n", (const char *)p); break;
         case T_FLOAT3: {
             const float *v = p;

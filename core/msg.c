@@ -3,6 +3,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static void *arena_alloc(void *data, size_t size)
 {
@@ -93,11 +94,28 @@ af_status af_msg_unpack(af_msgbuf *m, size_t len, int from)
     return AF_OK;
 }
 
+/* MPI_Probe busy-polls a core while it waits. A server waits most of the time,
+ * and on a node it shares with workers that core is worth more to them: poll
+ * briefly, then sleep between polls, backing off to 1 ms. */
+static int probe_patiently(MPI_Comm comm, int source, int tag, MPI_Status *s)
+{
+    double t0 = MPI_Wtime();
+    long sleep_ns = 20000;
+    for (;;) {
+        int flag = 0, rc = MPI_Iprobe(source, tag, comm, &flag, s);
+        if (rc != MPI_SUCCESS || flag) return rc;
+        if (MPI_Wtime() - t0 < 50e-6) continue;
+        struct timespec ts = {0, sleep_ns};
+        nanosleep(&ts, NULL);
+        if (sleep_ns < 1000000) sleep_ns *= 2;
+    }
+}
+
 af_status af_msg_recv(MPI_Comm comm, int source, int tag, af_msgbuf *m, int *from)
 {
     MPI_Status s;
-    int rc = MPI_Probe(source, tag, comm, &s);
-    if (rc != MPI_SUCCESS) return af_errorf(AF_ERR_MPI, "MPI_Probe failed (code %d)", rc);
+    int rc = probe_patiently(comm, source, tag, &s);
+    if (rc != MPI_SUCCESS) return af_errorf(AF_ERR_MPI, "MPI_Iprobe failed (code %d)", rc);
     int count;
     MPI_Get_count(&s, MPI_BYTE, &count);
     *from = s.MPI_SOURCE;

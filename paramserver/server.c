@@ -130,7 +130,12 @@ af_status af_server_run(const af_ctx *ctx, const af_config *cfg, af_ps_shard *s,
                 }
                 Arcface__Envelope *env = sv.in.env;
                 if (m == 0 && from == 0 && env->body_case == ARCFACE__ENVELOPE__BODY_SHUTDOWN) {
-                    if (got == 0) { st = AF_OK; goto done; }
+                    if (got == 0) {
+                        st = env->shutdown->interrupted ? AF_ERR_INTERRUPTED : AF_OK;
+                        if (st) af_errorf(st, "stopped by a signal after the checkpoint of step %lld",
+                                          (long long)env->shutdown->opt_step);
+                        goto done;
+                    }
                     reply_error(&sv, from, "shutdown while pulls of a step are outstanding");
                     continue;
                 }
@@ -194,7 +199,7 @@ af_status af_server_run(const af_ctx *ctx, const af_config *cfg, af_ps_shard *s,
         }
     }
 done:
-    if (st) af_error_wrap(st, "parameter server %d (rank %d)", ctx->server_rank, ctx->rank);
+    if (st && st != AF_ERR_INTERRUPTED) af_error_wrap(st, "parameter server %d (rank %d)", ctx->server_rank, ctx->rank);
     af_msgbuf_free(&sv.in);
     af_msgbuf_free(&sv.out);
     free(sv.rows);

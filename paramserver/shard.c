@@ -36,6 +36,11 @@ af_status af_ps_shard_init(af_ps_shard *s, int64_t start, int64_t count, int D, 
         return AF_ERR_NOMEM;
     }
     for (int64_t i = 0; i < count; i++) s->slot[i] = -1;
+    /* calloc'd pages are not resident until written; touch the optimizer state
+     * now so that a shard that does not fit fails at start, not hours in when
+     * sparse updates have finally reached every row. */
+    memset(s->mom, 0, sizeof(float) * rows);
+    if (s->mom2) memset(s->mom2, 0, sizeof(float) * rows);
     if (s->max_touched > INT32_MAX) {
         af_ps_shard_free(s);
         return af_errorf(AF_ERR_ARG, "fc shard: %lld rows touched per step is too many", (long long)max_touched);

@@ -10,7 +10,7 @@ $SUDO apt-get install -y -qq --no-install-recommends \
   libhdf5-openmpi-dev hdf5-tools \
   libprotobuf-c-dev protobuf-c-compiler \
   libjpeg62-turbo-dev zlib1g-dev libpng-dev \
-  python3-torch python3-h5py python3-numpy \
+  python3-torch python3-h5py python3-numpy python3-pil \
   dataset-fashion-mnist \
   slurm-wlm munge \
   gnuplot-nox clang libclang-rt-14-dev iproute2 procps >/dev/null

@@ -33,7 +33,7 @@ typedef struct {
     int easy_margin;
     float interclass_filtering_threshold;
     /* partial fc */
-    float sample_rate;
+    double sample_rate;           /* double, so that int(rate * n) is Python's */
     int sample_shards;            /* logical class shards sampling is defined over (not the server count) */
     char fc_update[16];           /* sparse | dense */
     int64_t num_classes;          /* 0: the dataset's */
