@@ -1,0 +1,157 @@
+/* Backbone weights in and out: deterministic initialisation from a seed, and
+ * the HDF5 form, one dataset per PyTorch state_dict key under a group
+ * (default "/backbone"), which PyTorch users load with
+ *   sd = {k: torch.from_numpy(np.array(v)) for k, v in f["backbone"].items()}
+ *   model.load_state_dict(sd, strict=True)
+ * Loading validates everything before it changes anything: the model is
+ * either fully replaced or untouched. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "arcface/backbone.h"
+#include "arcface/h5io.h"
+#include "arcface/rng.h"
+#include "net.h"
+
+/* Entry i is filled from its own generator keyed (seed, INIT, i), so
+ * initialising one tensor never shifts another's draws. */
+void af_backbone_init_weights(af_backbone *m, uint64_t seed)
+{
+    for (size_t i = 0; i < m->n_tensors; i++) {
+        const af_backbone_tensor *e = &m->tensors[i];
+        const net_init in = m->net->init[i];
+        if (e->kind == AF_TENSOR_KIND_COUNT) {
+            m->counts[e->offset] = 0;
+            continue;
+        }
+        float *dst = (e->kind == AF_TENSOR_KIND_BUFFER ? m->buffers : m->params) + e->offset;
+        af_rng r;
+        af_rng_seed(&r, seed, AF_RNG_STREAM_INIT, i, 0);
+        for (size_t j = 0; j < e->numel; j++) {
+            switch (in.kind) {
+            case NET_INIT_CONST: dst[j] = in.a; break;
+            case NET_INIT_NORMAL: dst[j] = in.a * af_rng_normal(&r); break;
+            case NET_INIT_UNIFORM: dst[j] = in.a * (2.0f * af_rng_uniform(&r) - 1.0f); break;
+            }
+        }
+    }
+}
+
+static void entry_dims(const af_backbone_tensor *e, hsize_t d[4])
+{
+    for (int i = 0; i < e->ndim; i++) d[i] = (hsize_t)e->shape[i];
+}
+
+static const void *entry_data(const af_backbone *m, const af_backbone_tensor *e)
+{
+    switch (e->kind) {
+    case AF_TENSOR_KIND_PARAM:
+    case AF_TENSOR_KIND_FIXED: return m->params + e->offset;
+    case AF_TENSOR_KIND_BUFFER: return m->buffers + e->offset;
+    case AF_TENSOR_KIND_COUNT: return m->counts + e->offset;
+    }
+    return NULL;
+}
+
+af_status af_backbone_save(const af_backbone *m, hid_t file, const char *path, const char *group)
+{
+    if (!group) group = "/backbone";
+    char name[256];
+    for (size_t i = 0; i < m->n_tensors; i++) {
+        const af_backbone_tensor *e = &m->tensors[i];
+        hsize_t d[4];
+        entry_dims(e, d);
+        snprintf(name, sizeof name, "%s/%s", group, e->key);
+        af_h5_type type = e->kind == AF_TENSOR_KIND_COUNT ? AF_H5_I64 : AF_H5_F32;
+        af_status st = af_h5_write(file, path, name, type, e->ndim, d, entry_data(m, e));
+        if (st) return st;
+    }
+    return AF_OK;
+}
+
+typedef struct {
+    const af_backbone *m;
+    char extra[AF_BACKBONE_KEY_MAX + 32];
+    int found_extra;
+} extra_scan;
+
+static herr_t scan_extra(hid_t g, const char *name, const H5L_info_t *info, void *data)
+{
+    (void)g;
+    (void)info;
+    extra_scan *s = data;
+    if (af_backbone_find(s->m, name)) return 0;
+    snprintf(s->extra, sizeof s->extra, "%s", name);
+    s->found_extra = 1;
+    return 1; /* stop at the first */
+}
+
+af_status af_backbone_load(af_backbone *m, hid_t file, const char *path, const char *group)
+{
+    if (!group) group = "/backbone";
+    if (!af_h5_exists(file, group))
+        return af_errorf(AF_ERR_FORMAT, "%s: no group '%s' holding a %s backbone", path, group, m->arch);
+    char name[256];
+    /* 1. every key present with the right shape and type, in table order */
+    for (size_t i = 0; i < m->n_tensors; i++) {
+        const af_backbone_tensor *e = &m->tensors[i];
+        snprintf(name, sizeof name, "%s/%s", group, e->key);
+        if (!af_h5_exists(file, name))
+            return af_errorf(AF_ERR_FORMAT, "%s: %s backbone key '%s' is missing from group '%s'", path, m->arch,
+                             e->key, group);
+        int rank;
+        hsize_t d[AF_H5_MAXRANK];
+        af_status st = af_h5_shape(file, path, name, &rank, d);
+        if (st) return af_error_wrap(st, "%s backbone key '%s'", m->arch, e->key);
+        int ok = rank == e->ndim;
+        for (int k = 0; ok && k < rank; k++) ok = d[k] == (hsize_t)e->shape[k];
+        if (!ok) {
+            char got[96] = "(", want[96] = "(";
+            for (int k = 0; k < rank; k++)
+                snprintf(got + strlen(got), sizeof got - strlen(got), "%s%llu", k ? ", " : "", (unsigned long long)d[k]);
+            for (int k = 0; k < e->ndim; k++)
+                snprintf(want + strlen(want), sizeof want - strlen(want), "%s%lld", k ? ", " : "", (long long)e->shape[k]);
+            strcat(got, ")");
+            strcat(want, ")");
+            return af_errorf(AF_ERR_FORMAT, "%s: %s backbone key '%s' has shape %s, expected %s", path, m->arch,
+                             e->key, got, want);
+        }
+    }
+    /* 2. nothing this architecture does not have */
+    hid_t g = H5Gopen2(file, group, H5P_DEFAULT);
+    if (g < 0) return af_errorf(AF_ERR_FORMAT, "%s: '%s' is not a group", path, group);
+    extra_scan s = {.m = m};
+    herr_t it = H5Literate(g, H5_INDEX_NAME, H5_ITER_INC, NULL, scan_extra, &s);
+    H5Gclose(g);
+    if (it < 0) return af_errorf(AF_ERR_IO, "%s: cannot list group '%s'", path, group);
+    if (s.found_extra)
+        return af_errorf(AF_ERR_FORMAT, "%s: group '%s' has key '%s', which the %s backbone does not have", path, group,
+                         s.extra, m->arch);
+    /* 3. read into copies, commit only when all reads succeeded */
+    float *params = af_malloc(m->n_params * sizeof(float), "backbone parameters being loaded");
+    float *buffers = af_malloc(m->n_buffers * sizeof(float), "backbone statistics being loaded");
+    int64_t *counts = af_malloc(m->n_counts * sizeof(int64_t), "backbone counters being loaded");
+    af_status st = params && buffers && counts ? AF_OK : AF_ERR_NOMEM;
+    for (size_t i = 0; !st && i < m->n_tensors; i++) {
+        const af_backbone_tensor *e = &m->tensors[i];
+        hsize_t d[4];
+        entry_dims(e, d);
+        snprintf(name, sizeof name, "%s/%s", group, e->key);
+        void *dst = e->kind == AF_TENSOR_KIND_COUNT    ? (void *)(counts + e->offset)
+                    : e->kind == AF_TENSOR_KIND_BUFFER ? (void *)(buffers + e->offset)
+                                                       : (void *)(params + e->offset);
+        st = af_h5_read_into(file, path, name, e->kind == AF_TENSOR_KIND_COUNT ? AF_H5_I64 : AF_H5_F32, e->ndim, d,
+                             dst);
+        if (st) st = af_error_wrap(st, "%s backbone key '%s'", m->arch, e->key);
+    }
+    if (!st) {
+        memcpy(m->params, params, m->n_params * sizeof(float));
+        memcpy(m->buffers, buffers, m->n_buffers * sizeof(float));
+        memcpy(m->counts, counts, m->n_counts * sizeof(int64_t));
+    }
+    free(params);
+    free(buffers);
+    free(counts);
+    return st;
+}

@@ -1,0 +1,128 @@
+"""Single layers against torch.nn.functional (float64 reference).
+
+Runs nn_layers_dump, then recomputes every case's outputs and gradients with
+PyTorch on the same inputs and parameters. Error of a tensor:
+max|ours - torch| / max|torch|; the test fails above the tolerance (1e-4).
+
+usage: torch_layers.py DUMP_EXE WORKDIR [--tol 1e-4]
+"""
+import argparse
+import os
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def t(g, k):
+    return torch.from_numpy(np.array(g[k])).double()
+
+
+def leaf(g, k):
+    return t(g, k).requires_grad_(True)
+
+
+def case(g):
+    kind = g.attrs["kind"]
+    kind = kind.decode() if isinstance(kind, bytes) else kind
+    a = [int(g.attrs["a%d" % i]) for i in range(8) if ("a%d" % i) in g.attrs]
+    out = {}
+    if kind == "conv":
+        s, p, groups, bias = a
+        x, w = leaf(g, "x"), leaf(g, "w")
+        b = leaf(g, "b") if bias else None
+        y = F.conv2d(x, w, b, stride=s, padding=p, groups=groups)
+        y.backward(t(g, "dy"))
+        out = {"y": y, "dx": x.grad, "dw": w.grad}
+        if bias:
+            out["db"] = b.grad
+        desc = "conv %s k%d s%d p%d g%d" % (tuple(x.shape), w.shape[2], s, p, groups)
+    elif kind == "bn":
+        prelu, residual, is1d = a
+        x, gm, bt = leaf(g, "x"), leaf(g, "gamma"), leaf(g, "beta")
+        if is1d:
+            x4 = x.view(x.shape[0], x.shape[1])
+        else:
+            x4 = x
+        rm, rv = t(g, "running_mean_before"), t(g, "running_var_before")
+        y = F.batch_norm(x4, rm, rv, gm, bt, training=True, momentum=0.1, eps=1e-5)
+        al = r = None
+        if prelu:
+            al = leaf(g, "alpha")
+            y = F.prelu(y, al)
+        if residual:
+            r = leaf(g, "r")
+            y = y + r
+        y = y.view(x.shape)
+        y.backward(t(g, "dy"))
+        out = {"y": y, "dx": x.grad, "dgamma": gm.grad, "dbeta": bt.grad, "running_mean": rm, "running_var": rv}
+        if prelu:
+            out["dalpha"] = al.grad
+        if residual:
+            out["dr"] = r.grad
+        desc = "batchnorm%s %s%s%s" % ("1d" if is1d else "2d", tuple(x.shape), " +prelu" if prelu else "",
+                                       " +residual" if residual else "")
+    elif kind == "prelu":
+        x, al = leaf(g, "x"), leaf(g, "alpha")
+        y = F.prelu(x, al)
+        y.backward(t(g, "dy"))
+        out = {"y": y, "dx": x.grad, "dalpha": al.grad}
+        desc = "prelu %s" % (tuple(x.shape),)
+    elif kind == "linear":
+        x = t(g, "x")
+        x = x.view(x.shape[0], x.shape[1]).requires_grad_(True)
+        w, b = leaf(g, "w"), leaf(g, "b")
+        y = F.linear(x, w, b)
+        dy = t(g, "dy")
+        y.backward(dy.view(y.shape))
+        out = {"y": y.view(y.shape[0], -1, 1, 1), "dx": x.grad.view(x.shape[0], -1, 1, 1), "dw": w.grad, "db": b.grad}
+        desc = "linear %d -> %d, batch %d" % (w.shape[1], w.shape[0], x.shape[0])
+    elif kind == "l2norm":
+        x = leaf(g, "x")
+        y = F.normalize(x, dim=1)
+        y.backward(t(g, "dy"))
+        out = {"y": y, "dx": x.grad}
+        desc = "l2norm %s" % (tuple(x.shape),)
+    else:
+        raise ValueError(kind)
+    return desc, {k: v.detach().numpy() for k, v in out.items()}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("exe")
+    ap.add_argument("workdir")
+    ap.add_argument("--tol", type=float, default=1e-4)
+    a = ap.parse_args()
+    os.makedirs(a.workdir, exist_ok=True)
+    path = os.path.join(a.workdir, "torch_layers.h5")
+    subprocess.run([a.exe, path], check=True)
+    worst, fails = 0.0, 0
+    with h5py.File(path, "r") as f:
+        for name in sorted(f.keys(), key=lambda s: int(s.split("_")[1])):
+            desc, ref = case(f[name])
+            errs = []
+            for k, r in ref.items():
+                ours = np.array(f[name][k], dtype=np.float64)
+                if ours.shape != r.shape:
+                    print("FAIL %s %s: shape %s, torch %s" % (desc, k, ours.shape, r.shape))
+                    fails += 1
+                    continue
+                e = float(np.abs(ours - r).max() / max(np.abs(r).max(), 1e-30))
+                errs.append("%s %.2g" % (k, e))
+                worst = max(worst, e)
+                if not e <= a.tol:
+                    print("FAIL %s %s: relative error %.3g > %.0e" % (desc, k, e, a.tol))
+                    fails += 1
+            print("%-48s %s" % (desc, ", ".join(errs)))
+    print("worst relative error %.3g, tolerance %.0e" % (worst, a.tol))
+    if fails:
+        sys.exit(1)
+    print("PASS")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,411 @@
+/* The worker rank's training step (see include/arcface/worker.h for the
+ * sequence). Everything is sized in af_worker_init; a step allocates nothing:
+ * messages pack into per-server buffers and unpack into fixed arenas. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cblas.h>
+
+#include "arcface/worker.h"
+
+const char *const af_timer_names[AF_T_COUNT] = {
+    "data", "forward", "gather", "pull_wait", "logits", "backward", "allreduce", "push_wait", "optim",
+};
+
+/* Gradient all-reduce bucket size: large enough that per-call latency is
+ * amortised, small enough that the first buckets start early in backward. */
+#define BUCKET_FLOATS ((size_t)1 << 20)
+
+float af_lr_at(float base, int64_t step, int64_t warmup, int64_t total)
+{
+    if (step < warmup) return base * (float)step / (float)warmup;
+    if (total <= warmup) return base;
+    double a = 1.0 - (double)(step - warmup) / (double)(total - warmup);
+    return a > 0 ? (float)(base * a) : 0.0f;
+}
+
+static af_status sum_doubles(void *user, double *buf, size_t n)
+{
+    af_worker *w = user;
+    int rc = MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, MPI_DOUBLE, MPI_SUM, w->ctx->workers);
+    if (rc != MPI_SUCCESS) return af_errorf(AF_ERR_MPI, "worker %d: batch-norm statistics all-reduce failed", w->ctx->rank);
+    return AF_OK;
+}
+
+static void launch_bucket(af_worker *w, size_t begin, size_t end)
+{
+    MPI_Iallreduce(MPI_IN_PLACE, w->bb.grads + begin, (int)(end - begin), MPI_FLOAT, MPI_SUM, w->ctx->workers,
+                   &w->bucket_req[w->n_buckets++]);
+}
+
+static void grads_ready(void *user, size_t begin, size_t end)
+{
+    af_worker *w = user;
+    (void)end;
+    if (!w->allreduce_now) return;
+    if (w->pending_hi - begin >= w->bucket_floats && w->n_buckets < w->max_buckets - 1) {
+        launch_bucket(w, begin, w->pending_hi);
+        w->pending_hi = begin;
+    } else if (w->n_buckets) {
+        /* Open MPI progresses non-blocking collectives inside MPI calls. */
+        int flag;
+        MPI_Testall(w->n_buckets, w->bucket_req, &flag, MPI_STATUSES_IGNORE);
+    }
+}
+
+static int64_t lower_bound(const int64_t *a, int64_t lo, int64_t hi, int64_t v)
+{
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        if (a[mid] < v) lo = mid + 1; else hi = mid;
+    }
+    return lo;
+}
+
+af_status af_worker_init(af_worker *w, const af_ctx *ctx, const af_config *cfg, af_dataset *ds,
+                         int64_t start_epoch, int64_t start_pos)
+{
+    memset(w, 0, sizeof *w);
+    w->ctx = ctx;
+    w->cfg = cfg;
+    w->b = cfg->batch_size;
+    w->W = ctx->W;
+    w->P = ctx->P;
+    w->G = w->b * w->W;
+    w->D = cfg->embedding_size;
+    w->acc = cfg->gradient_acc;
+    const int64_t C = ctx->num_classes;
+    af_status st;
+    w->margin = (af_margin){.s = cfg->scale, .m1 = cfg->margin_list[0], .m2 = cfg->margin_list[1],
+                            .m3 = cfg->margin_list[2], .easy_margin = cfg->easy_margin,
+                            .filter_threshold = cfg->interclass_filtering_threshold};
+    if ((st = af_margin_grad_parse(cfg->margin_grad, &w->margin.grad))) return st;
+    if ((st = af_margin_check(&w->margin))) return st;
+
+    int c, h, wd;
+    af_dataset_shape(ds, &c, &h, &wd);
+    af_backbone_config bc = {.arch = cfg->network, .in_c = c, .in_h = h, .in_w = wd, .embedding = w->D,
+                             .dropout = cfg->dropout, .max_batch = w->b, .nthreads = cfg->threads, .seed = cfg->seed};
+    if ((st = af_backbone_init(&w->bb, &bc))) return af_error_wrap(st, "configuration key 'network'");
+    if (!strcmp(cfg->optimizer, "sgd")) st = af_sgd_init(&w->sgd, w->bb.n_trainable);
+    else st = af_adamw_init(&w->adamw, w->bb.n_trainable);
+    if (st) goto fail;
+
+    af_loader_config lc = {.batch = w->b, .world = w->W, .rank = ctx->worker_rank, .seed = cfg->seed,
+                           .start_epoch = start_epoch, .start_pos = start_pos, .drop_last = 1, .flip = cfg->flip,
+                           .skip_corrupt = cfg->skip_corrupt, .threads = cfg->loader_threads};
+    if ((st = af_loader_open(&w->loader, ds, &lc))) goto fail;
+
+    if ((st = af_pfc_global_init(&w->pfc, C, cfg->sample_shards, cfg->sample_rate, w->G))) goto fail;
+    w->max_slice = (w->pfc.max_total + w->W - 1) / w->W;
+    size_t img = (size_t)c * h * wd;
+    w->images = af_malloc(sizeof(float) * img * w->b, "input batch");
+    w->labels = af_malloc(sizeof(int64_t) * w->b, "labels");
+    w->labels_g = af_malloc(sizeof(int64_t) * w->G, "global labels");
+    w->wslice = af_malloc(sizeof(float) * (size_t)(w->max_slice ? w->max_slice : 1) * w->D, "centre slice");
+    w->dwslice = af_malloc(sizeof(float) * (size_t)(w->max_slice ? w->max_slice : 1) * w->D, "centre slice grads");
+    w->slice_labels = af_malloc(sizeof(int64_t) * w->G, "slice labels");
+    w->X = af_malloc(sizeof(float) * (size_t)w->G * w->D, "global features");
+    w->dX = af_malloc(sizeof(float) * (size_t)w->G * w->D, "global feature grads");
+    w->dx_local = af_malloc(sizeof(float) * (size_t)w->b * w->D, "local feature grads");
+    if (!w->images || !w->labels || !w->labels_g || !w->wslice || !w->dwslice || !w->slice_labels || !w->X ||
+        !w->dX || !w->dx_local) { st = AF_ERR_NOMEM; goto fail; }
+    if ((st = af_fc_ws_init(&w->fcws, w->G, (int)w->max_slice, w->D))) goto fail;
+
+    if (w->P == 0) {
+        int64_t touch = w->pfc.max_total * w->acc;
+        if ((st = af_ps_shard_init(&w->local, 0, C, w->D, touch < C ? touch : C, cfg))) goto fail;
+        af_ps_shard_init_weights(&w->local, cfg->seed);
+    } else {
+        w->rx = af_calloc((size_t)w->P, sizeof *w->rx, "reply buffers");
+        w->tx = af_calloc((size_t)w->P, sizeof *w->tx, "request buffers");
+        w->rx_req = af_malloc(sizeof(MPI_Request) * w->P, "reply requests");
+        w->tx_req = af_malloc(sizeof(MPI_Request) * w->P, "request requests");
+        w->srv_lo = af_malloc(sizeof(int64_t) * w->P, "server ranges");
+        w->srv_hi = af_malloc(sizeof(int64_t) * w->P, "server ranges");
+        if (!w->rx || !w->tx || !w->rx_req || !w->tx_req || !w->srv_lo || !w->srv_hi) { st = AF_ERR_NOMEM; goto fail; }
+        for (int p = 0; p < w->P; p++) {
+            int64_t cnt = af_ctx_server_count(ctx, p), rows = cnt < w->max_slice ? cnt : w->max_slice;
+            size_t cap = 4096 + (size_t)rows * (12 + sizeof(float) * w->D);
+            if ((st = af_msgbuf_init(&w->rx[p], cap, 16)) || (st = af_msgbuf_init(&w->tx[p], cap, 16))) goto fail;
+            w->rx_req[p] = w->tx_req[p] = MPI_REQUEST_NULL;
+        }
+        if ((st = af_msgbuf_init(&w->ctl, 4096, 16))) goto fail;
+    }
+    w->bucket_floats = BUCKET_FLOATS;
+    w->max_buckets = (int)(w->bb.n_trainable / BUCKET_FLOATS) + 4;
+    w->bucket_req = af_malloc(sizeof(MPI_Request) * w->max_buckets, "all-reduce requests");
+    if (!w->bucket_req) { st = AF_ERR_NOMEM; goto fail; }
+    return AF_OK;
+fail:
+    af_worker_free(w);
+    return st;
+}
+
+void af_worker_free(af_worker *w)
+{
+    if (w->loader) af_loader_close(w->loader);
+    af_backbone_free(&w->bb);
+    af_sgd_free(&w->sgd);
+    af_adamw_free(&w->adamw);
+    af_pfc_global_free(&w->pfc);
+    af_fc_ws_free(&w->fcws);
+    af_ps_shard_free(&w->local);
+    for (int p = 0; p < w->P && w->rx; p++) af_msgbuf_free(&w->rx[p]);
+    for (int p = 0; p < w->P && w->tx; p++) af_msgbuf_free(&w->tx[p]);
+    af_msgbuf_free(&w->ctl);
+    free(w->rx); free(w->tx); free(w->rx_req); free(w->tx_req); free(w->srv_lo); free(w->srv_hi);
+    free(w->images); free(w->labels); free(w->labels_g); free(w->wslice); free(w->dwslice);
+    free(w->slice_labels); free(w->X); free(w->dX); free(w->dx_local); free(w->bucket_req);
+    memset(w, 0, sizeof *w);
+}
+
+static af_status mpi_check(int rc, const af_worker *w, const char *what)
+{
+    if (rc == MPI_SUCCESS) return AF_OK;
+    return af_errorf(AF_ERR_MPI, "worker %d: %s failed (MPI code %d)", w->ctx->rank, what, rc);
+}
+
+/* Posts the reply receives, then the pull requests, one per server. */
+static af_status post_pulls(af_worker *w, int64_t t)
+{
+    const int64_t *ids = w->pfc.ids;
+    for (int p = 0; p < w->P; p++) {
+        int64_t s0 = af_ctx_server_start(w->ctx, p), s1 = s0 + af_ctx_server_count(w->ctx, p);
+        w->srv_lo[p] = lower_bound(ids, w->lo, w->hi, s0);
+        w->srv_hi[p] = lower_bound(ids, w->srv_lo[p], w->hi, s1);
+        int srv = af_ctx_server_world_rank(w->ctx, p);
+        af_status st = mpi_check(MPI_Irecv(w->rx[p].buf, (int)w->rx[p].cap, MPI_BYTE, srv, AF_TAG_REPLY,
+                                           w->ctx->world, &w->rx_req[p]), w, "posting a pull reply receive");
+        if (st) return st;
+        Arcface__PullRequest pr = ARCFACE__PULL_REQUEST__INIT;
+        pr.step = t;
+        pr.n_class_ids = (size_t)(w->srv_hi[p] - w->srv_lo[p]);
+        pr.class_ids = (int64_t *)ids + w->srv_lo[p];
+        Arcface__Envelope env = ARCFACE__ENVELOPE__INIT;
+        env.body_case = ARCFACE__ENVELOPE__BODY_PULL;
+        env.pull = &pr;
+        size_t len;
+        if ((st = af_msg_pack(&env, &w->tx[p], &len))) return st;
+        w->msg_header_bytes += len;
+        if ((st = mpi_check(MPI_Isend(w->tx[p].buf, (int)len, MPI_BYTE, srv, AF_TAG_REQUEST, w->ctx->world,
+                                      &w->tx_req[p]), w, "sending a pull")))
+            return st;
+    }
+    return AF_OK;
+}
+
+static af_status finish_pulls(af_worker *w, int64_t t)
+{
+    af_status st = mpi_check(MPI_Waitall(w->P, w->tx_req, MPI_STATUSES_IGNORE), w, "waiting for pull sends");
+    if (st) return st;
+    for (int p = 0; p < w->P; p++) {
+        MPI_Status s;
+        if ((st = mpi_check(MPI_Wait(&w->rx_req[p], &s), w, "waiting for a pull reply"))) return st;
+        int count;
+        MPI_Get_count(&s, MPI_BYTE, &count);
+        int srv = af_ctx_server_world_rank(w->ctx, p);
+        if ((st = af_msg_unpack(&w->rx[p], (size_t)count, srv))) return st;
+        const Arcface__Envelope *env = w->rx[p].env;
+        if (env->body_case == ARCFACE__ENVELOPE__BODY_ERROR)
+            return af_errorf(AF_ERR_PROTO, "parameter server rank %d refused a request of worker %d: %s", srv,
+                             w->ctx->rank, env->error->message);
+        int64_t n = w->srv_hi[p] - w->srv_lo[p];
+        if (env->body_case != ARCFACE__ENVELOPE__BODY_PULL_REPLY || env->pull_reply->step != t ||
+            env->pull_reply->count != n || env->pull_reply->dim != w->D ||
+            env->pull_reply->data.len != sizeof(float) * (size_t)n * w->D)
+            return af_errorf(AF_ERR_PROTO, "worker %d: bad %s message from server rank %d for micro-step %lld "
+                             "(expected a pull_reply of %lld rows of dimension %d)", w->ctx->rank,
+                             af_msg_type_name(env), srv, (long long)t, (long long)n, w->D);
+        memcpy(w->wslice + (size_t)(w->srv_lo[p] - w->lo) * w->D, env->pull_reply->data.data,
+               env->pull_reply->data.len);
+        w->bytes_pulled += env->pull_reply->data.len;
+        w->msg_header_bytes += (size_t)count - env->pull_reply->data.len;
+    }
+    return AF_OK;
+}
+
+static af_status post_pushes(af_worker *w, int64_t t)
+{
+    for (int p = 0; p < w->P; p++) {
+        Arcface__PushRequest pr = ARCFACE__PUSH_REQUEST__INIT;
+        int64_t n = w->srv_hi[p] - w->srv_lo[p];
+        pr.step = t;
+        pr.n_class_ids = (size_t)n;
+        pr.class_ids = w->pfc.ids + w->srv_lo[p];
+        pr.dim = w->D;
+        pr.data.len = sizeof(float) * (size_t)n * w->D;
+        pr.data.data = (uint8_t *)(w->dwslice + (size_t)(w->srv_lo[p] - w->lo) * w->D);
+        Arcface__Envelope env = ARCFACE__ENVELOPE__INIT;
+        env.body_case = ARCFACE__ENVELOPE__BODY_PUSH;
+        env.push = &pr;
+        size_t len;
+        af_status st = af_msg_pack(&env, &w->tx[p], &len);
+        if (st) return st;
+        w->bytes_pushed += pr.data.len;
+        w->msg_header_bytes += len - pr.data.len;
+        if ((st = mpi_check(MPI_Isend(w->tx[p].buf, (int)len, MPI_BYTE, af_ctx_server_world_rank(w->ctx, p),
+                                      AF_TAG_REQUEST, w->ctx->world, &w->tx_req[p]), w, "sending a push")))
+            return st;
+    }
+    return AF_OK;
+}
+
+static af_status commit(af_worker *w, int64_t opt_step, float lr)
+{
+    if (w->P == 0) {
+        af_ps_shard_apply(&w->local, lr);
+        return AF_OK;
+    }
+    if (w->ctx->worker_rank != 0) return AF_OK;
+    Arcface__StepCommit c = ARCFACE__STEP_COMMIT__INIT;
+    c.opt_step = opt_step;
+    c.pushes_per_worker = w->acc;
+    c.lr = lr;
+    Arcface__Envelope env = ARCFACE__ENVELOPE__INIT;
+    env.body_case = ARCFACE__ENVELOPE__BODY_COMMIT;
+    env.commit = &c;
+    for (int p = 0; p < w->P; p++) {
+        af_status st = af_msg_send(w->ctx->world, af_ctx_server_world_rank(w->ctx, p), AF_TAG_REQUEST, &env, &w->ctl);
+        if (st) return st;
+    }
+    return AF_OK;
+}
+
+af_status af_worker_shutdown(af_worker *w, int64_t opt_step, int interrupted)
+{
+    if (w->P == 0 || w->ctx->worker_rank != 0) return AF_OK;
+    Arcface__Shutdown s = ARCFACE__SHUTDOWN__INIT;
+    s.opt_step = opt_step;
+    s.interrupted = interrupted != 0;
+    Arcface__Envelope env = ARCFACE__ENVELOPE__INIT;
+    env.body_case = ARCFACE__ENVELOPE__BODY_SHUTDOWN;
+    env.shutdown = &s;
+    for (int p = 0; p < w->P; p++) {
+        af_status st = af_msg_send(w->ctx->world, af_ctx_server_world_rank(w->ctx, p), AF_TAG_REQUEST, &env, &w->ctl);
+        if (st) return st;
+    }
+    return AF_OK;
+}
+
+af_status af_worker_step(af_worker *w, int64_t opt_step, float lr, double *loss)
+{
+    const af_config *cfg = w->cfg;
+    const int b = w->b, G = w->G, D = w->D, W = w->W, wr = w->ctx->worker_rank;
+    MPI_Comm comm = w->ctx->workers;
+    af_nn_ctx nc = {.allreduce = W > 1 ? sum_doubles : NULL, .grads_ready = grads_ready, .user = w,
+                    .global_batch = G, .row_offset = (int64_t)wr * b, .seed = cfg->seed};
+    double total_loss = 0, t0;
+    af_status st;
+    for (int m = 0; m < w->acc; m++) {
+        int64_t t = opt_step * w->acc + m;
+        nc.step = (uint64_t)t;
+
+        t0 = MPI_Wtime();
+        if ((st = af_loader_next(w->loader, w->images, w->labels, NULL))) return st;
+        w->t[AF_T_DATA] += MPI_Wtime() - t0;
+
+        t0 = MPI_Wtime();
+        if (W > 1) {
+            if ((st = mpi_check(MPI_Allgather(w->labels, b, MPI_INT64_T, w->labels_g, b, MPI_INT64_T, comm), w,
+                                "label all-gather")))
+                return st;
+        } else {
+            memcpy(w->labels_g, w->labels, sizeof(int64_t) * b);
+        }
+        if ((st = af_pfc_global_sample(&w->pfc, w->labels_g, G, cfg->seed, t)))
+            return af_error_wrap(st, "worker %d, micro-step %lld", w->ctx->rank, (long long)t);
+        int64_t K = w->pfc.K;
+        w->lo = K * wr / W;
+        w->hi = K * (wr + 1) / W;
+        int64_t k = w->hi - w->lo;
+        if (w->P > 0) {
+            if ((st = post_pulls(w, t))) return st;
+        } else if ((st = af_ps_shard_gather(&w->local, w->pfc.ids + w->lo, k, w->wslice))) {
+            return st;
+        }
+        w->t[AF_T_GATHER] += MPI_Wtime() - t0;
+
+        t0 = MPI_Wtime();
+        const float *emb;
+        if (m == 0) af_backbone_zero_grad(&w->bb);
+        if ((st = af_backbone_forward(&w->bb, w->images, b, 1, &nc, &emb))) return st;
+        w->t[AF_T_FORWARD] += MPI_Wtime() - t0;
+
+        t0 = MPI_Wtime();
+        if (W > 1) {
+            if ((st = mpi_check(MPI_Allgather(emb, b * D, MPI_FLOAT, w->X, b * D, MPI_FLOAT, comm), w,
+                                "embedding all-gather")))
+                return st;
+        } else {
+            memcpy(w->X, emb, sizeof(float) * (size_t)b * D);
+        }
+        w->t[AF_T_GATHER] += MPI_Wtime() - t0;
+
+        t0 = MPI_Wtime();
+        if (w->P > 0 && (st = finish_pulls(w, t))) return st;
+        w->t[AF_T_PULL_WAIT] += MPI_Wtime() - t0;
+
+        t0 = MPI_Wtime();
+        for (int r = 0; r < G; r++) {
+            int64_t g = w->pfc.target[r];
+            w->slice_labels[r] = g >= w->lo && g < w->hi ? g - w->lo : -1;
+        }
+        memset(w->dX, 0, sizeof(float) * (size_t)G * D);
+        memset(w->dwslice, 0, sizeof(float) * (size_t)(k ? k : 1) * D);
+        double l;
+        if ((st = af_fc_loss(&w->margin, w->X, G, G, w->wslice, (int)k, w->slice_labels, comm, &w->fcws, &l, w->dX,
+                             w->dwslice)))
+            return st;
+        total_loss += l;
+        if (W > 1) {
+            if ((st = mpi_check(MPI_Reduce_scatter_block(w->dX, w->dx_local, b * D, MPI_FLOAT, MPI_SUM, comm), w,
+                                "feature-gradient reduce-scatter")))
+                return st;
+        } else {
+            memcpy(w->dx_local, w->dX, sizeof(float) * (size_t)b * D);
+        }
+        if (w->P > 0) {
+            if ((st = post_pushes(w, t))) return st;
+        } else if ((st = af_ps_shard_accumulate(&w->local, w->pfc.ids + w->lo, k, w->dwslice))) {
+            return st;
+        }
+        w->t[AF_T_LOGITS] += MPI_Wtime() - t0;
+
+        t0 = MPI_Wtime();
+        w->allreduce_now = m == w->acc - 1 && W > 1;
+        w->pending_hi = w->bb.n_trainable;
+        w->n_buckets = 0;
+        if ((st = af_backbone_backward(&w->bb, w->dx_local, &nc))) return st;
+        w->t[AF_T_BACKWARD] += MPI_Wtime() - t0;
+
+        t0 = MPI_Wtime();
+        if (w->allreduce_now) {
+            if (w->pending_hi > 0) launch_bucket(w, 0, w->pending_hi);
+            if ((st = mpi_check(MPI_Waitall(w->n_buckets, w->bucket_req, MPI_STATUSES_IGNORE), w,
+                                "gradient all-reduce")))
+                return st;
+        }
+        w->t[AF_T_ALLREDUCE] += MPI_Wtime() - t0;
+
+        t0 = MPI_Wtime();
+        if (w->P > 0 &&
+            (st = mpi_check(MPI_Waitall(w->P, w->tx_req, MPI_STATUSES_IGNORE), w, "waiting for push sends")))
+            return st;
+        w->t[AF_T_PUSH_WAIT] += MPI_Wtime() - t0;
+    }
+
+    t0 = MPI_Wtime();
+    float *g = w->bb.grads, *p = w->bb.params;
+    size_t n = w->bb.n_trainable;
+    w->last_grad_norm = cfg->clip_grad > 0 ? af_clip_grad_norm(g, n, cfg->clip_grad) : 0;
+    if (!strcmp(cfg->optimizer, "sgd")) af_sgd_step(&w->sgd, p, g, lr, cfg->momentum, cfg->weight_decay);
+    else af_adamw_step(&w->adamw, p, g, lr, 0.9f, 0.999f, 1e-8f, cfg->weight_decay);
+    if ((st = commit(w, opt_step, lr))) return st;
+    w->t[AF_T_OPTIM] += MPI_Wtime() - t0;
+    *loss = total_loss / w->acc;
+    w->last_loss = *loss;
+    return AF_OK;
+}
