@@ -4,7 +4,7 @@
  * alongside as the machine's ceiling.
  *
  *   bench_backbone [--arch r18,r50,mbf] [--batch 32] [--steps 3] [--threads 2] [--rounds 2]
- *                  [--no-torch] [--profile] [--python /usr/bin/python3] [--peer PATH]
+ *                  [--no-torch] [--no-winograd] [--profile] [--python /usr/bin/python3] [--peer PATH]
  *
  * Each measurement runs in a process of its own (ours in a forked child, the
  * PyTorch peer, bench_backbone_peer.py, as a child python), so the reported
@@ -70,10 +70,13 @@ typedef struct {
 } result;
 
 /* Runs in a forked child: builds, warms up, times `steps` steps. */
+static int no_winograd;
+
 static result run_ours(const char *arch, int batch, int steps, int threads, int profile)
 {
     result r = {0};
-    af_backbone_config cfg = {.arch = arch, .max_batch = batch, .nthreads = threads, .seed = 1, .profile = profile};
+    af_backbone_config cfg = {.arch = arch, .max_batch = batch, .nthreads = threads, .seed = 1, .profile = profile,
+                              .no_winograd = no_winograd};
     af_backbone m;
     if (af_backbone_init(&m, &cfg)) {
         fprintf(stderr, "bench_backbone: %s\n", af_errmsg());
@@ -103,7 +106,7 @@ static result run_ours(const char *arch, int batch, int steps, int threads, int 
         if (s >= 0 && (r.fwd == 0 || t3 - t0 < r.fwd + r.bwd + r.opt)) r.fwd = t1 - t0, r.bwd = t2 - t1, r.opt = t3 - t2;
         if (s == -1 && profile) af_backbone_profile_print(&m, stderr, 0); /* discard warm-up */
     }
-    if (profile) af_backbone_profile_print(&m, stderr, getenv("AF_NN_PROFILE_TOP") ? atoi(getenv("AF_NN_PROFILE_TOP")) : 25);
+    if (profile) af_backbone_profile_print(&m, stderr, 25);
     r.sps = batch / (r.fwd + r.bwd + r.opt);
     r.gmacs = af_backbone_macs(&m) / 1e9;
     struct rusage ru;
@@ -186,9 +189,10 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--peer")) snprintf(peer, sizeof peer, "%s", v), i++;
         else if (!strcmp(a, "--no-torch")) no_torch = 1;
         else if (!strcmp(a, "--profile")) profile = 1;
+        else if (!strcmp(a, "--no-winograd")) no_winograd = 1;
         else {
             fprintf(stderr, "usage: bench_backbone [--arch r18,r50,mbf] [--batch 32] [--steps 3] [--threads 2] "
-                            "[--no-torch] [--profile] [--python PY] [--peer PATH]\n");
+                            "[--no-torch] [--no-winograd] [--profile] [--python PY] [--peer PATH]\n");
             return 2;
         }
     }

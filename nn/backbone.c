@@ -125,6 +125,7 @@ int net_conv(af_backbone *m, const char *key, int in, int cout, int kh, int kw, 
         n->st = af_error_wrap(st, "%s: layer '%s'", m->arch, key);
         return -1;
     }
+    if (m->cfg.no_winograd && op->conv.algo == AF_CONV2D_ALGO_WINOGRAD) op->conv.algo = AF_CONV2D_ALGO_IM2COL;
     int64_t ws[4] = {cout, x->c / groups, kh, kw}, bs[1] = {cout};
     op->t_w = new_entry(m, key, "weight", AF_TENSOR_KIND_PARAM, 4, ws, winit);
     if (bias) op->t_b = new_entry(m, key, "bias", AF_TENSOR_KIND_PARAM, 1, bs, INIT_ZERO);
@@ -527,8 +528,8 @@ void af_backbone_profile_print(af_backbone *m, FILE *f, int top)
         char what[128] = "";
         if (op->kind == NET_OP_CONV)
             snprintf(what, sizeof what, "%dx%d/%d g%d %s%s", op->conv.kh, op->conv.kw, op->conv.sh, op->conv.groups,
-                     op->conv.algo == AF_CONV2D_ALGO_GEMM1X1 ? "gemm" : op->conv.algo == AF_CONV2D_ALGO_IM2COL ? "im2col" : "direct",
-                     op->conv.flip_dx ? "+flip" : "");
+                     op->conv.algo == AF_CONV2D_ALGO_GEMM1X1 ? "gemm" : op->conv.algo == AF_CONV2D_ALGO_IM2COL ? "im2col" : op->conv.algo == AF_CONV2D_ALGO_WINOGRAD ? "winograd" : "direct",
+                     op->conv.flip_dx && op->conv.algo == AF_CONV2D_ALGO_IM2COL ? "+flip" : "");
         else if (op->kind == NET_OP_BN)
             snprintf(what, sizeof what, "%s%s", op->bn.prelu ? "+prelu" : "", op->bn.residual ? "+add" : "");
         fprintf(f, "  %-8s %3d %-7s (%d,%d,%d)->(%d,%d,%d) %-22s %7.3f s %5.1f%%  %s\n", bwd ? "backward" : "forward", i,

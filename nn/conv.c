@@ -20,7 +20,6 @@
 #include "arcface/nn.h"
 
 #include <cblas.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "nn_internal.h"
@@ -47,7 +46,7 @@ af_status af_conv2d_init(af_conv2d *c, int cin, int cout, int h, int w, int kh, 
     c->flip_dx = sh == 1 && sw == 1 && ph <= kh - 1 && pw <= kw - 1;
     /* Winograd pays off once the GEMMs' inner dimension (the channels) is
      * large enough to keep the 16 small GEMMs efficient */
-    if (af_conv2d_algo_ok(c, AF_CONV2D_ALGO_WINOGRAD) && cin >= 16 && cout >= 16 && !getenv("AF_NN_NO_WINOGRAD"))
+    if (af_conv2d_algo_ok(c, AF_CONV2D_ALGO_WINOGRAD) && cin >= 16 && cout >= 16)
         c->algo = AF_CONV2D_ALGO_WINOGRAD;
     else if (af_conv2d_algo_ok(c, AF_CONV2D_ALGO_GEMM1X1)) c->algo = AF_CONV2D_ALGO_GEMM1X1;
     else if (af_conv2d_algo_ok(c, AF_CONV2D_ALGO_IM2COL)) c->algo = AF_CONV2D_ALGO_IM2COL;
@@ -89,21 +88,16 @@ static size_t conv_wsize(const af_conv2d *c) { return (size_t)c->cout * conv_k(c
  * 4608) a cache-sized tile would be a few dozen columns, and each GEMM call
  * would re-pack the whole weight matrix (forward) or re-read and re-write the
  * whole weight gradient (backward) for very little work. */
-static size_t tune(const char *name, size_t dflt)
-{
-    const char *e = getenv(name);
-    return e ? (size_t)atol(e) : dflt;
-}
 static size_t tile_rows_min(const af_conv2d *c, size_t min_cols)
 {
     const size_t per_row = conv_k(c) * (size_t)c->ow;
-    size_t r = tune("AF_NN_TILE", NN_COL_TILE_FLOATS) / per_row;
+    size_t r = NN_COL_TILE_FLOATS / per_row;
     size_t rmin = (min_cols + c->ow - 1) / c->ow;
     if (r < rmin) r = rmin;
     return r ? r : 1;
 }
-static size_t tile_rows(const af_conv2d *c) { return tile_rows_min(c, tune("AF_NN_FWD_MIN", NN_FWD_MIN_COLS)); }
-static size_t tile_rows_dw(const af_conv2d *c) { return tile_rows_min(c, tune("AF_NN_DW_MIN", NN_DW_MIN_COLS)); }
+static size_t tile_rows(const af_conv2d *c) { return tile_rows_min(c, NN_FWD_MIN_COLS); }
+static size_t tile_rows_dw(const af_conv2d *c) { return tile_rows_min(c, NN_DW_MIN_COLS); }
 
 static size_t col_floats(const af_conv2d *c, int max_batch)
 {
@@ -176,6 +170,8 @@ static void im2col(const af_conv2d *c, int B, const float *x, size_t r0, size_t 
                     const float *src = x + (((size_t)ci * B + b) * H + iy) * W + ix0;
                     for (int ox = 0; ox < lo; ox++) dst[ox] = 0.0f;
                     if (c->sw == 1) memcpy(dst + lo, src + lo, sizeof(float) * (hi - lo));
+                    else if (c->sw == 2) /* a constant stride lets the compiler vectorise the gather */
+                        for (int ox = lo; ox < hi; ox++) dst[ox] = src[2 * ox];
                     else
                         for (int ox = lo; ox < hi; ox++) dst[ox] = src[ox * c->sw];
                     for (int ox = hi; ox < OW; ox++) dst[ox] = 0.0f;
@@ -201,7 +197,12 @@ static void col2im_add(const af_conv2d *c, int B, const float *dcol, size_t r0, 
                     const int iy = oy * c->sh - c->ph + ki;
                     if (iy < 0 || iy >= H) continue;
                     float *dst = dx + (((size_t)ci * B + b) * H + iy) * W + ix0;
-                    for (int ox = lo; ox < hi; ox++) dst[ox * c->sw] += src[ox];
+                    if (c->sw == 1)
+                        for (int ox = lo; ox < hi; ox++) dst[ox] += src[ox];
+                    else if (c->sw == 2)
+                        for (int ox = lo; ox < hi; ox++) dst[2 * ox] += src[ox];
+                    else
+                        for (int ox = lo; ox < hi; ox++) dst[ox * c->sw] += src[ox];
                 }
             }
 }

@@ -16,7 +16,6 @@
  * with unit stride over a row of tiles. Odd plane sizes (7x7) are handled by
  * zero patches and by writing back only the outputs inside the plane. */
 #include <cblas.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "arcface/nn.h"
@@ -37,9 +36,8 @@ static wino_geom wgeom(const af_conv2d *c, int max_batch)
     g.th = (c->oh + 1) / 2;
     g.tw = (c->ow + 1) / 2;
     /* enough tiles per GEMM for efficient panels, within a cache-sized chunk */
-    const char *e1 = getenv("AF_NN_WINO_CHUNK"), *e2 = getenv("AF_NN_WINO_MIN");
-    size_t want = (e1 ? (size_t)atol(e1) : NN_WINO_CHUNK_FLOATS) / (16 * (size_t)(c->cin + c->cout));
-    if (want < (e2 ? (size_t)atol(e2) : NN_WINO_MIN_TILES)) want = e2 ? (size_t)atol(e2) : NN_WINO_MIN_TILES;
+    size_t want = NN_WINO_CHUNK_FLOATS / (16 * (size_t)(c->cin + c->cout));
+    if (want < NN_WINO_MIN_TILES) want = NN_WINO_MIN_TILES;
     g.rows = (want + g.tw - 1) / g.tw;
     if (g.rows > (size_t)max_batch * g.th) g.rows = (size_t)max_batch * g.th;
     g.nt = g.rows * g.tw;

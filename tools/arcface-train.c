@@ -265,6 +265,9 @@ static void log_step(job *j, int64_t step, double loss, float lr, double *win_t0
     printf("Training: %s step %lld/%lld epoch %lld loss %.4f lr %.6f speed %.1f samples/s ETA %dh%02dm%02ds\n", ts,
            (long long)(step + 1), (long long)j->stop_step, (long long)epoch, loss, lr, sps, (int)(eta / 3600),
            (int)fmod(eta / 60, 60), (int)fmod(eta, 60));
+    if (ls.corrupt_skipped)
+        printf("  data: %lld corrupt images skipped so far (skip_corrupt); the latest: %s\n",
+               (long long)ls.corrupt_skipped, ls.last_corrupt);
     if (j->cfg.profile) {
         printf("  time per step (s):");
         for (int i = 0; i < AF_T_COUNT; i++) printf(" %s %.4f", af_timer_names[i], w->t[i] / (double)(step + 1 - first_step));

@@ -58,6 +58,8 @@ typedef struct {
     int nthreads;       /* 0 = OpenMP's default */
     uint64_t seed;      /* weight initialisation */
     int profile;        /* accumulate per-layer times for af_backbone_profile_print */
+    int no_winograd;    /* 3x3 stride-1 layers by im2col + sgemm instead of Winograd F(2x2,3x3)
+                           (slower; for comparison and as a fallback) */
 } af_backbone_config;
 
 struct af_net;
