@@ -64,6 +64,14 @@ void af_config_defaults(af_config *c)
     snprintf(c->resume, sizeof c->resume, "auto");
 }
 
+/* arcface_torch keys with no meaning here (GPU, DALI, wandb, derived values):
+ * accepted so its config files load, and listed in af_config.ignored. */
+static const char *const ignored_keys[] = {
+    "fp16", "dali", "dali_aug", "num_workers", "save_all_states", "using_wandb", "wandb_key", "wandb_entity",
+    "wandb_project", "wandb_log_all", "wandb_resume", "suffix_run_name", "notes", "num_image", "total_batch_size",
+    "warmup_step", "total_step",
+};
+
 static const key_def *find_key(const char *name)
 {
     for (size_t i = 0; i < NKEYS; i++)
@@ -103,7 +111,16 @@ static int parse_ll(const char *s, long long *v)
 af_status af_config_set(af_config *c, const char *key, const char *value, const char *where)
 {
     const key_def *k = find_key(key);
-    if (!k) return af_errorf(AF_ERR_ARG, "%s: unknown configuration key '%s'", where, key);
+    if (!k) {
+        for (size_t i = 0; i < sizeof ignored_keys / sizeof ignored_keys[0]; i++)
+            if (!strcmp(key, ignored_keys[i])) {
+                size_t n = strlen(c->ignored);
+                if (!strstr(c->ignored, key) && n + strlen(key) + 2 < sizeof c->ignored)
+                    snprintf(c->ignored + n, sizeof c->ignored - n, "%s%s", n ? " " : "", key);
+                return AF_OK;
+            }
+        return af_errorf(AF_ERR_ARG, "%s: unknown configuration key '%s'", where, key);
+    }
     char buf[AF_CFG_STR * 2];
     if (strlen(value) >= sizeof buf)
         return af_errorf(AF_ERR_ARG, "%s: value of key '%s' is too long", where, key);

@@ -115,6 +115,7 @@ static af_status prepare_output(job *j)
     fclose(f);
     printf("arcface-train: configuration (also in %s)\n", path);
     af_config_write(&j->cfg, stdout);
+    if (j->cfg.ignored[0]) printf("note: ignoring arcface_torch keys that do not apply here: %s\n", j->cfg.ignored);
     printf("dataset: %s\n", af_dataset_describe(j->ds));
     printf("layout: %d workers (ranks 0-%d), %d parameter servers%s, %lld classes, global batch %d\n", j->ctx.W,
            j->ctx.W - 1, j->ctx.P, j->ctx.P ? "" : " (single process: all classes local)",

@@ -59,6 +59,9 @@ typedef struct {
     char resume[AF_CFG_STR];      /* auto | none | PATH */
     int verbose;                  /* evaluate every N steps (0: only at the end) */
     char val_targets[AF_CFG_STR]; /* comma-separated specs */
+    /* arcface_torch keys that were given but mean nothing here (fp16, dali,
+     * wandb_*, ...), space-separated, for the log. Not a setting. */
+    char ignored[256];
 } af_config;
 
 void af_config_defaults(af_config *c);
