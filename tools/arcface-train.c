@@ -310,6 +310,7 @@ static af_status run_worker(job *j)
         fflush(stdout);
     }
     int64_t first = j->resume ? j->info.step : 0, win_steps = 0;
+    double win_loss = 0; /* summed over the logging window: the log shows its mean, as arcface_torch's AverageMeter */
     double t_start = MPI_Wtime(), win_t0 = t_start;
     if (first >= j->stop_step) {
         if (j->ctx.rank == 0) printf("arcface-train: the checkpoint is already at step %lld; nothing to do\n", (long long)first);
@@ -320,6 +321,7 @@ static af_status run_worker(job *j)
         double loss;
         if ((st = af_worker_step(w, s, lr, &loss))) return af_error_wrap(st, "optimizer step %lld", (long long)s);
         win_steps++;
+        win_loss += loss;
         int last = s + 1 == j->stop_step;
         int eval_now = j->n_val > 0 && (last || (j->cfg.verbose > 0 && (s + 1) % j->cfg.verbose == 0));
         /* An evaluation needs the class centres, which live on the servers: it
@@ -341,7 +343,11 @@ static af_status run_worker(job *j)
         } else {
             j->traffic[0] = w->bytes_pulled; j->traffic[1] = w->bytes_pushed; j->traffic[2] = w->msg_header_bytes;
         }
-        if (j->ctx.rank == 0 && log_now) log_step(j, s, loss, lr, &win_t0, &win_steps, t_start, first);
+        if (log_now) {
+            if (j->ctx.rank == 0) log_step(j, s, win_loss / (double)win_steps, lr, &win_t0, &win_steps, t_start, first);
+            win_steps = 0;
+            win_loss = 0;
+        }
         /* A signal may reach any subset of workers: agree on it every step. */
         int sig = stop_signal;
         if (j->ctx.W > 1) MPI_Allreduce(MPI_IN_PLACE, &sig, 1, MPI_INT, MPI_MAX, j->ctx.workers);
