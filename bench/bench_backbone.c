@@ -203,7 +203,8 @@ int main(int argc, char **argv)
     double peak = sgemm_rate(threads);
     printf("training step (forward, backward, clip, SGD) at batch %d, %d threads: fastest of %d steps after a warm-up, "
            "best of %d alternating rounds\n", batch, threads, steps, rounds);
-    printf("OpenBLAS sgemm (3072^3) on %d threads: %.1f GFLOP/s\n\n", threads, peak);
+    printf("OpenBLAS sgemm (3072^3) on %d threads: %.1f GFLOP/s at the start (the %%sgemm column uses the best of\n"
+           "this and the measurements between architectures, printed at the end)\n", threads, peak);
     printf("samples/s from the fastest wall-clock step; in brackets, from the fastest step's CPU time divided by\n"
            "the thread count, an estimate for an idle machine when other work shares the cores (load now %s)\n\n",
            loadavg());
@@ -225,6 +226,9 @@ int main(int argc, char **argv)
             failed = 1;
             continue;
         }
+        /* the ceiling too is measured again between architectures, keeping its best */
+        const double again = sgemm_rate(threads);
+        if (again > peak) peak = again;
         const double gflops = 3.0 * 2.0 * o.gmacs * o.sps;
         char ts[16] = "-", ratio[16] = "-", trss[16] = "-", cpu[64];
         snprintf(cpu, sizeof cpu, "[%.2f - -]", o.cpu_sps);
@@ -240,5 +244,6 @@ int main(int argc, char **argv)
                trss, cpu);
         fflush(stdout);
     }
+    printf("\nOpenBLAS sgemm, best measured: %.1f GFLOP/s\n", peak);
     return failed;
 }

@@ -527,9 +527,8 @@ void af_backbone_profile_print(af_backbone *m, FILE *f, int top)
         const net_tensor *ti = &n->t[op->in], *to = &n->t[op->out];
         char what[128] = "";
         if (op->kind == NET_OP_CONV)
-            snprintf(what, sizeof what, "%dx%d/%d g%d %s%s", op->conv.kh, op->conv.kw, op->conv.sh, op->conv.groups,
-                     op->conv.algo == AF_CONV2D_ALGO_GEMM1X1 ? "gemm" : op->conv.algo == AF_CONV2D_ALGO_IM2COL ? "im2col" : op->conv.algo == AF_CONV2D_ALGO_WINOGRAD ? "winograd" : "direct",
-                     op->conv.flip_dx && op->conv.algo == AF_CONV2D_ALGO_IM2COL ? "+flip" : "");
+            snprintf(what, sizeof what, "%dx%d/%d g%d %s", op->conv.kh, op->conv.kw, op->conv.sh, op->conv.groups,
+                     af_conv2d_algo_name(op->conv.algo));
         else if (op->kind == NET_OP_BN)
             snprintf(what, sizeof what, "%s%s", op->bn.prelu ? "+prelu" : "", op->bn.residual ? "+add" : "");
         fprintf(f, "  %-8s %3d %-7s (%d,%d,%d)->(%d,%d,%d) %-22s %7.3f s %5.1f%%  %s\n", bwd ? "backward" : "forward", i,

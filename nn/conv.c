@@ -67,6 +67,17 @@ int af_conv2d_algo_ok(const af_conv2d *c, af_conv2d_algo algo)
     return 0;
 }
 
+const char *af_conv2d_algo_name(af_conv2d_algo algo)
+{
+    switch (algo) {
+    case AF_CONV2D_ALGO_GEMM1X1: return "gemm1x1";
+    case AF_CONV2D_ALGO_IM2COL: return "im2col";
+    case AF_CONV2D_ALGO_DIRECT: return "direct";
+    case AF_CONV2D_ALGO_WINOGRAD: return "winograd";
+    }
+    return "?";
+}
+
 double af_conv2d_macs(const af_conv2d *c)
 {
     return (double)c->cout * c->oh * c->ow * (c->cin / c->groups) * c->kh * c->kw;

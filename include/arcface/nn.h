@@ -76,6 +76,7 @@ typedef struct {
 af_status af_conv2d_init(af_conv2d *c, int cin, int cout, int h, int w, int kh, int kw, int sh, int sw,
                          int ph, int pw, int groups);
 int af_conv2d_algo_ok(const af_conv2d *c, af_conv2d_algo algo);
+const char *af_conv2d_algo_name(af_conv2d_algo algo);
 /* Scratch floats forward+backward need for batches up to max_batch. */
 size_t af_conv2d_workspace(const af_conv2d *c, int max_batch, int nthreads);
 /* Multiply-accumulates per sample in the forward pass. */

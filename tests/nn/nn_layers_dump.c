@@ -202,7 +202,8 @@ int main(int argc, char **argv)
     }
     /*        B  cin cout h   w   k  s  p  g  bias */
     conv_case(2, 3, 16, 20, 20, 3, 1, 1, 1, 0);   /* the iResNet stem: K = 27 */
-    conv_case(2, 64, 64, 14, 14, 3, 1, 1, 1, 0);  /* im2col, flipped-kernel dx */
+    conv_case(2, 64, 64, 14, 14, 3, 1, 1, 1, 0);  /* Winograd F(2x2, 3x3) */
+    conv_case(3, 32, 48, 7, 7, 3, 1, 1, 1, 0);    /* Winograd on an odd plane (iResNet's last stage) */
     conv_case(3, 32, 48, 15, 15, 3, 2, 1, 1, 0);  /* strided: col2im */
     conv_case(2, 32, 24, 9, 9, 1, 1, 0, 1, 1);    /* 1x1: plain GEMM, with bias */
     conv_case(2, 32, 64, 14, 14, 1, 2, 0, 1, 0);  /* the downsample shortcut */

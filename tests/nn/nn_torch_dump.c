@@ -64,6 +64,13 @@ int main(int argc, char **argv)
     hid_t f;
     if (af_h5_create(out, &f)) return fail("create");
     if (af_backbone_save(&m, f, out, NULL)) return fail("save");
+    /* the table's order, which should be PyTorch's state_dict order */
+    size_t klen = 1;
+    for (size_t i = 0; i < m.n_tensors; i++) klen += strlen(m.tensors[i].key) + 1;
+    char *keys = calloc(klen, 1);
+    for (size_t i = 0; i < m.n_tensors; i++) strcat(strcat(keys, m.tensors[i].key), "\n");
+    if (af_h5_attr_set_str(f, "state_dict_order", keys)) return fail("write key order");
+    free(keys);
     const size_t nx = (size_t)B * m.cfg.in_c * m.cfg.in_h * m.cfg.in_w;
     float *x = malloc(nx * sizeof(float)), *demb = malloc((size_t)B * D * sizeof(float));
     for (size_t i = 0; i < nx; i++) x[i] = af_rng_normal(&r);

@@ -131,8 +131,7 @@ static void test_conv_algo(const char *name, int B, int cin, int cout, int h, in
         return;
     }
     t.c.algo = which;
-    static const char *algo[] = {"gemm1x1", "im2col", "direct", "winograd"};
-    printf("conv %s (%s%s):\n", name, algo[t.c.algo],
+    printf("conv %s (%s%s):\n", name, af_conv2d_algo_name(t.c.algo),
            t.c.flip_dx && t.c.algo == AF_CONV2D_ALGO_IM2COL ? ", flipped-kernel dx" : "");
     const size_t nx = (size_t)cin * B * h * w, nw = (size_t)cout * (cin / groups) * kh * kw;
     const size_t ny = (size_t)cout * B * t.c.oh * t.c.ow;

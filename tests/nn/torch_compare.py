@@ -91,6 +91,13 @@ def main():
                     "--embedding", str(a.embedding)], check=True)
     failures = []
     with h5py.File(path, "r") as f:
+        order = f.attrs["state_dict_order"]
+        order = (order.decode() if isinstance(order, bytes) else order).split()
+        if order != list(arcface_ref.build(a.arch, a.embedding, in_c=f["x"].shape[1],
+                                           in_hw=f["x"].shape[2]).state_dict().keys()):
+            failures.append("the tensor table is not in PyTorch's state_dict order")
+        else:
+            print("tensor table: the %d keys of state_dict(), in its order" % len(order))
         masks = {k: np.array(v).astype(bool) for k, v in f["out/prelu_positive"].items()}
         kinks = []
         e64, g64, b64, ev64, model = run_torch(f, a.arch, a.embedding, torch.float64, masks, kinks)
