@@ -125,7 +125,7 @@ static af_status prepare_output(job *j)
     if (!j->metrics) return af_errorf(AF_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     fseek(j->metrics, 0, SEEK_END);
     if (ftell(j->metrics) == 0) {
-        fprintf(j->metrics, "step,epoch,loss,lr,samples_per_sec,grad_norm,data_wait_s");
+        fprintf(j->metrics, "step,epoch,loss,step_loss,lr,samples_per_sec,grad_norm,data_wait_s");
         for (int i = 0; i < j->n_val; i++) fprintf(j->metrics, ",val_%s_acc,val_%s_centre_acc", j->val_name[i], j->val_name[i]);
         fprintf(j->metrics, "\n");
     }
@@ -249,7 +249,7 @@ static af_status evaluate(job *j, int64_t step, const char *ckpt_path)
     return st;
 }
 
-static void log_step(job *j, int64_t step, double loss, float lr, double *win_t0, int64_t *win_steps, double t_start,
+static void log_step(job *j, int64_t step, double loss, double step_loss, float lr, double *win_t0, int64_t *win_steps, double t_start,
                      int64_t first_step)
 {
     const af_worker *w = &j->w;
@@ -278,8 +278,8 @@ static void log_step(job *j, int64_t step, double loss, float lr, double *win_t0
                (double)j->traffic[2] / (double)(step + 1 - first_step));
     }
     fflush(stdout);
-    fprintf(j->metrics, "%lld,%lld,%.9g,%.9g,%.3f,%.6g,%.6f", (long long)(step + 1), (long long)epoch, loss, lr, sps,
-            w->last_grad_norm, ls.wait_s);
+    fprintf(j->metrics, "%lld,%lld,%.9g,%.9g,%.9g,%.3f,%.6g,%.6f", (long long)(step + 1), (long long)epoch, loss,
+            step_loss, lr, sps, w->last_grad_norm, ls.wait_s);
     if (j->val_row[0]) fprintf(j->metrics, "%s\n", j->val_row);
     else {
         for (int i = 0; i < j->n_val; i++) fprintf(j->metrics, ",,");
@@ -344,7 +344,8 @@ static af_status run_worker(job *j)
             j->traffic[0] = w->bytes_pulled; j->traffic[1] = w->bytes_pushed; j->traffic[2] = w->msg_header_bytes;
         }
         if (log_now) {
-            if (j->ctx.rank == 0) log_step(j, s, win_loss / (double)win_steps, lr, &win_t0, &win_steps, t_start, first);
+            if (j->ctx.rank == 0)
+                log_step(j, s, win_loss / (double)win_steps, loss, lr, &win_t0, &win_steps, t_start, first);
             win_steps = 0;
             win_loss = 0;
         }

@@ -15,7 +15,9 @@ import numpy as np
 
 def load(out, step):
     with open(os.path.join(out, "metrics.csv")) as f:
-        losses = {int(r["step"]): float(r["loss"]) for r in csv.DictReader(f)}
+        # step_loss: the loss of that very step. (`loss` is the mean since the
+        # previous row, whose window a resume shortens.)
+        losses = {int(r["step"]): float(r.get("step_loss") or r["loss"]) for r in csv.DictReader(f)}
     if step:
         path = os.path.join(out, "checkpoints", f"ckpt_{step:08d}.h5")
     else:
