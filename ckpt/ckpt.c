@@ -86,7 +86,7 @@ static af_status write_fc_collective(const af_ctx *ctx, const af_config *cfg, co
 }
 
 static af_status write_config_blob(hid_t f, const char *path, const af_ctx *ctx, const af_config *cfg,
-                                   int64_t num_image)
+                                   int64_t num_image /* images in the training dataset */)
 {
     Arcface__TrainConfig tc = ARCFACE__TRAIN_CONFIG__INIT;
     float margins[3] = {cfg->margin_list[0], cfg->margin_list[1], cfg->margin_list[2]};
@@ -143,7 +143,7 @@ static af_status write_serial_part(const af_ctx *ctx, const af_config *cfg, cons
             (st = af_h5_write(f, tmp, "/optimizer/backbone/exp_avg_sq", AF_H5_F32, 1, &n, w->adamw.v)))
             goto done;
     }
-    if ((st = write_config_blob(f, tmp, ctx, cfg, 0))) goto done;
+    if ((st = write_config_blob(f, tmp, ctx, cfg, w->num_image))) goto done;
     int64_t opt_steps = strcmp(cfg->optimizer, "sgd") ? w->adamw.steps : w->sgd.steps;
     int64_t adam_t = ctx->P == 0 ? w->local.adam_t : 0;
     if ((st = af_h5_attr_set_i64(f, "format_version", AF_CKPT_FORMAT_VERSION)) ||
@@ -215,7 +215,7 @@ af_status af_ckpt_write(const af_ctx *ctx, const af_config *cfg, const af_ps_sha
         else if (mkdir(dir, 0777) && errno != EEXIST) st = af_errorf(AF_ERR_IO, "%s: mkdir: %s", dir, strerror(errno));
     }
     if ((st = af_ctx_agree(ctx, st))) return st;
-    if ((st = write_fc_collective(ctx, cfg, shard, tmp))) return af_ctx_agree(ctx, st);
+    st = write_fc_collective(ctx, cfg, shard, tmp);
     if ((st = af_ctx_agree(ctx, st))) return st;
     if (ctx->rank == 0) {
         st = write_serial_part(ctx, cfg, w, state, tmp);

@@ -97,6 +97,7 @@ af_status af_worker_init(af_worker *w, const af_ctx *ctx, const af_config *cfg, 
                            .start_epoch = start_epoch, .start_pos = start_pos, .drop_last = 1, .flip = cfg->flip,
                            .skip_corrupt = cfg->skip_corrupt, .threads = cfg->loader_threads};
     if ((st = af_loader_open(&w->loader, ds, &lc))) goto fail;
+    w->num_image = af_dataset_size(ds);
 
     if ((st = af_pfc_global_init(&w->pfc, C, cfg->sample_shards, cfg->sample_rate, w->G))) goto fail;
     w->max_slice = (w->pfc.max_total + w->W - 1) / w->W;

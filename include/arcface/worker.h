@@ -44,6 +44,7 @@ typedef struct af_worker {
     af_adamw adamw;
     /* data */
     af_loader *loader;
+    int64_t num_image;         /* images in the training dataset */
     float *images;             /* (b, C, H, W) */
     int64_t *labels;           /* (b) */
     int64_t *labels_g;         /* (G) */
