@@ -13,4 +13,5 @@ $SUDO apt-get install -y -qq --no-install-recommends \
   python3-torch python3-h5py python3-numpy python3-pil \
   dataset-fashion-mnist \
   slurm-wlm munge \
-  gnuplot-nox clang libclang-rt-14-dev iproute2 procps >/dev/null
+  gnuplot-nox clang libclang-rt-14-dev iproute2 procps \
+  libdnnl-dev libonnx-dev libzip-dev python3-onnx python3-opencv >/dev/null
