@@ -73,6 +73,9 @@ def contents(path):
 
 
 def differences(a, b):
+    missing = [p for p in (a, b) if not os.path.exists(p)]
+    if missing:
+        return [f"(no file {p})" for p in missing], 0
     ta, tb = contents(a), contents(b)
     bad = sorted(k for k in set(ta) | set(tb)
                  if k not in ta or k not in tb or ta[k].dtype != tb[k].dtype or not np.array_equal(ta[k], tb[k]))
@@ -121,15 +124,15 @@ def cell(opt, fc, acc, drop, W, P):
     ok &= not lbad
     notes.append(f"losses of steps {K + 1}..{N}: differing at {lbad}")
     reg = registry(log)
-    have = contents(ckpt(res, N))
+    have = contents(ckpt(res, N)) if os.path.exists(ckpt(res, N)) else {}
     names = {k.lstrip("@") for k in have if "@" not in k[1:]}
     missing = sorted(k for k in reg if k not in names)
     unowned = sorted(k for k in names if k not in reg and k not in METADATA)
     ok &= bool(reg) and not missing and not unowned
     notes.append(f"registry: {len(reg)} items; registered but not in the checkpoint: {missing}; in the checkpoint "
                  f"but registered by nobody: {unowned}")
-    if opt == "adamw":
-        t = contents(ckpt(res, N))
+    if opt == "adamw" and have:
+        t = have
         good = int(t["@fc_adam_t"]) == N
         ok &= good
         notes.append(f"fc_adam_t = {int(t['@fc_adam_t'])} after {N} steps (expected {N})")
