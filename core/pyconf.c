@@ -350,9 +350,13 @@ pyv_status pyv_eval(const char *text, pyv_lookup lookup, void *user, pyv *out, c
     skip(&ps);
     if (!ps.failed && *ps.p) fail(&ps, "unexpected '%c' at column %d", *ps.p, col(&ps));
     if (!ps.failed) return PYV_OK;
-    /* Nothing Python-like in it (no quote, bracket or config. reference): a
-     * bare value of the key = value format, such as r18 or fmnist:/data. */
-    if (!strpbrk(text, "'\"([])") && !strstr(text, "config.")) return PYV_ERR_BARE;
+    /* Nothing Python-like in it (no quote, bracket or config. reference, and
+     * not starting like a number): a bare value of the key = value format,
+     * such as r18 or fmnist:/data. */
+    const char *t = text;
+    while (*t == ' ' || *t == '\t') t++;
+    if (!strpbrk(text, "'\"([])") && !strstr(text, "config.") && !isdigit((unsigned char)*t) && !strchr(".-+", *t))
+        return PYV_ERR_BARE;
     return PYV_ERR;
 }
 
