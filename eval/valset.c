@@ -46,6 +46,24 @@ void af_valset_spec_name(const char *spec, char *buf, size_t cap)
     else snprintf(buf, cap, "fmnist");
 }
 
+af_status af_valset_check(const char *spec)
+{
+    /* Open once now: a missing or broken file fails here, before any work. */
+    af_status st;
+    size_t len = strlen(spec);
+    if (len > 4 && !strcmp(spec + len - 4, ".bin")) {
+        af_verbin vb;
+        st = af_verbin_load(&vb, spec);
+        if (!st) af_verbin_free(&vb);
+    } else {
+        af_dataset *ds;
+        af_dataset_opts o = {.split = AF_DATASET_SPLIT_TEST};
+        st = af_dataset_open(&ds, spec, &o);
+        if (!st) af_dataset_close(ds);
+    }
+    return st;
+}
+
 /* The folder insightface would look in for <name>.bin: rec if it is one, else
  * the folder of the PREFIX or PREFIX.rec it names. 0 when rec has no folder. */
 static int rec_folder(const char *rec, char *out, size_t cap)
@@ -92,19 +110,7 @@ af_status af_valset_resolve_targets(const af_config *cfg, int max, char (*spec)[
             snprintf(out, AF_CFG_STR, "%s", t);
         }
         af_valset_spec_name(out, name[*n], 64);
-        /* Open once now: a missing or broken file fails here, before training. */
-        af_status st;
-        len = strlen(out);
-        if (len > 4 && !strcmp(out + len - 4, ".bin")) {
-            af_verbin vb;
-            st = af_verbin_load(&vb, out);
-            if (!st) af_verbin_free(&vb);
-        } else {
-            af_dataset *ds;
-            af_dataset_opts o = {.split = AF_DATASET_SPLIT_TEST};
-            st = af_dataset_open(&ds, out, &o);
-            if (!st) af_dataset_close(ds);
-        }
+        af_status st = af_valset_check(out);
         if (st)
             return af_error_wrap(st, "%s: configuration key 'val_targets': '%s'%s%s", where, t, bare ? " (resolved as " : "",
                                  bare ? "<rec folder>/NAME.bin, as insightface does)" : "");

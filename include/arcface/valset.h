@@ -30,6 +30,9 @@ typedef struct af_valset af_valset;
  * targets; *n = their number. Errors name val_targets, where it was set, the
  * entry and the file. Equal on all ranks: everything. */
 af_status af_valset_resolve_targets(const af_config *cfg, int max, char (*spec)[AF_CFG_STR], char (*name)[64], int *n);
+/* Opens spec as af_valset_open would and closes it (a .bin is parsed, not
+ * decoded): a check at start that the target will load. */
+af_status af_valset_check(const char *spec);
 /* The short name a spec will have (as af_valset_name), without opening it. */
 void af_valset_spec_name(const char *spec, char *buf, size_t cap);
 /* spec: a .bin path, or fmnist-test:DIR. c, h, w: the model's input. */
