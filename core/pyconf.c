@@ -21,6 +21,7 @@ typedef struct {
     char *msg;
     size_t cap;
     int failed;
+    int depth;  /* nesting of brackets and unary operators: bounded, as each level holds a pyv on the stack */
 } parser;
 
 static int fail(parser *ps, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -163,7 +164,12 @@ static int atom(parser *ps, pyv *out)
     skip(ps);
     out->n = 0;
     char c = *ps->p;
-    if (c == '(' || c == '[') return sequence(ps, out);
+    if (c == '(' || c == '[') {
+        if (++ps->depth > 32) return fail(ps, "brackets nested deeper than 32 levels at column %d", col(ps));
+        int ok = sequence(ps, out);
+        ps->depth--;
+        return ok;
+    }
     if (c == '\'' || c == '"') {
         if (!string_lit(ps, &out->v)) return 0;
         out->kind = PYV_STR_T;
@@ -273,7 +279,10 @@ static int power(parser *ps, pyv *out)
     if (ps->p[0] == '*' && ps->p[1] == '*') {
         ps->p += 2;
         pyv rhs;
-        if (!unary(ps, &rhs)) return 0;
+        if (++ps->depth > 32) return fail(ps, "expression nested deeper than 32 levels at column %d", col(ps));
+        int ok = unary(ps, &rhs);
+        ps->depth--;
+        if (!ok) return 0;
         return arith(ps, "**", out, &rhs, out);
     }
     return 1;
@@ -284,7 +293,10 @@ static int unary(parser *ps, pyv *out)
     skip(ps);
     if (*ps->p == '-' || *ps->p == '+') {
         char op = *ps->p++;
-        if (!unary(ps, out)) return 0;
+        if (++ps->depth > 32) return fail(ps, "expression nested deeper than 32 levels at column %d", col(ps));
+        int ok = unary(ps, out);
+        ps->depth--;
+        if (!ok) return 0;
         pyv zero = {.kind = PYV_INT, .v = {.kind = PYV_INT}};
         if (op == '-') return arith(ps, "-", &zero, out, out);
         pyv_scalar s = {0};

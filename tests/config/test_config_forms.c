@@ -298,6 +298,27 @@ int main(void)
               bad[i].needle, st ? af_errmsg() : "success");
         if (st) printf("  %-18s -> %s\n", bad[i].name, af_errmsg());
     }
+    /* Deep nesting is refused, not a stack overflow. */
+    {
+        char deep[3000] = "config.lr = ";
+        for (int i = 0; i < 100; i++) strcat(deep, "(");
+        strcat(deep, "1");
+        for (int i = 0; i < 100; i++) strcat(deep, ")");
+        strcat(deep, "\n");
+        p = put(dir, "deep.py", deep);
+        af_config_defaults(&c);
+        st = af_config_load_file(&c, p);
+        CHECK(st && strstr(af_errmsg(), "nested deeper than 32"), "deep nesting refused: %s", st ? af_errmsg() : "success");
+        char minus[2100] = "config.lr = ";
+        for (int i = 0; i < 200; i++) strcat(minus, "-");
+        strcat(minus, "1\n");
+        p = put(dir, "minus.py", minus);
+        af_config_defaults(&c);
+        st = af_config_load_file(&c, p);
+        CHECK(st && strstr(af_errmsg(), "nested deeper than 32"), "a run of unary minus refused: %s", st ? af_errmsg() : "success");
+        p = put(dir, "two_power.py", "config.lr = 2 ** -1\nconfig.frequent = 2 ** 10 // 4\n");
+        CHECK(!load(&c, p) && c.lr == 0.5f && c.frequent == 256, "2 ** -1 = 0.5, 2 ** 10 // 4 = 256: %g %d", c.lr, c.frequent);
+    }
     /* A folder given as the configuration file. */
     af_config_defaults(&c);
     st = af_config_load_file(&c, dir);
