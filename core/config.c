@@ -243,6 +243,7 @@ typedef struct {
 typedef struct {
     const char *path;
     const char *stem;   /* the config's name, for output = None */
+    char stem_buf[AF_CFG_STR];
     sym syms[128];
     int nsyms;
 } loader;
@@ -271,13 +272,19 @@ static void remember(loader *L, const char *key, const pyv *v)
 }
 
 /* key = <value text> at `where`: evaluates the value and applies it. */
-static af_status assign(af_config *c, loader *L, const char *key, char *text, const char *where)
+/* cmdline: a command-line value, which is taken as typed unless it is a Python
+ * literal that means something else (False, None, ['lfw']): a path such as
+ * /data/run(2) or a number-like name must not be evaluated. */
+static af_status assign(af_config *c, loader *L, const char *key, char *text, const char *where, int cmdline)
 {
     pyv v;
     char msg[256], out[AF_CFG_STR * 2];
     pyv_status ps = pyv_eval(text, lookup, L, &v, msg, sizeof msg);
-    if (ps == PYV_ERR) return af_errorf(AF_ERR_ARG, "%s: key '%s': %s", where, key, msg);
-    if (ps == PYV_ERR_BARE) return set_key(c, key, text, where, 0); /* key = value files: r18, fmnist:/data */
+    if (ps == PYV_ERR && !cmdline) return af_errorf(AF_ERR_ARG, "%s: key '%s': %s", where, key, msg);
+    if (ps != PYV_OK) return set_key(c, key, text, where, 0); /* key = value files: r18, fmnist:/data */
+    const key_def *k = find_key(key);
+    if (cmdline && k && k->type == T_STR && (v.kind == PYV_INT || v.kind == PYV_FLOAT))
+        return set_key(c, key, text, where, 0);
     remember(L, key, &v);
     int scalar = v.kind != PYV_TUPLE && v.kind != PYV_LIST;
     if (!strcmp(key, "output") && scalar && v.kind == PYV_NONE) {
@@ -369,13 +376,22 @@ static af_status load_one(af_config *c, const char *path, const char *stem)
             st = af_errorf(AF_ERR_ARG, "%s: key '%s' has no value", where, key);
             break;
         }
-        st = assign(c, &L, key, val, where);
+        st = assign(c, &L, key, val, where, 0);
     }
     if (!st && used)
         st = af_errorf(AF_ERR_ARG, "%s:%d: the statement that starts here never closes its bracket", path, first);
     if (!st && ferror(f)) st = af_errorf(AF_ERR_IO, "%s: read error: %s", path, strerror(errno));
     fclose(f);
     return st;
+}
+
+static const char *config_stem(const char *path, char *buf, size_t cap)
+{
+    const char *b = strrchr(path, '/');
+    snprintf(buf, cap, "%s", b ? b + 1 : path);
+    size_t n = strlen(buf);
+    if (n > 3 && !strcmp(buf + n - 3, ".py")) buf[n - 3] = 0;
+    return buf;
 }
 
 af_status af_config_load_file(af_config *c, const char *path)
@@ -400,10 +416,14 @@ af_status af_config_load_file(af_config *c, const char *path)
 af_status af_config_parse_args(af_config *c, int argc, char **argv, int first)
 {
     af_status st;
+    static loader cl; /* output = None on the command line names the config file's folder too */
+    memset(&cl, 0, sizeof cl);
+    cl.stem = "arcface";
     /* The configuration file (a bare argument) applies before any override. */
     for (int i = first; i < argc; i++) {
         if (strncmp(argv[i], "--", 2)) {
             if ((st = af_config_load_file(c, argv[i]))) return st;
+            cl.stem = config_stem(argv[i], cl.stem_buf, sizeof cl.stem_buf);
         } else if (!strchr(argv[i], '=')) {
             i++;
         }
@@ -421,7 +441,10 @@ af_status af_config_parse_args(af_config *c, int argc, char **argv, int first)
             val = argv[++i];
         }
         for (char *p = key; *p; p++) if (*p == '-') *p = '_';
-        if ((st = af_config_set(c, key, val, "command line"))) return st;
+        char text[AF_CFG_STR * 2];
+        if (strlen(val) >= sizeof text) return af_errorf(AF_ERR_ARG, "command line: value of '--%s' is too long", key);
+        strcpy(text, val);
+        if ((st = assign(c, &cl, key, text, "command line", 1))) return st;
     }
     return AF_OK;
 }

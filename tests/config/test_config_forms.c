@@ -273,6 +273,27 @@ int main(void)
     af_config_set(&c, "margin_grad", "analytic", "command line");
     CHECK(!af_config_check(&c), "the same margins pass with margin_grad = analytic: %s", af_errmsg());
 
+    /* 5b. Command-line overrides: Python literals where they are ones, the text as typed otherwise. */
+    {
+        p = put(dir, "cli_job.py", "config.network = 'r18'\n");
+        char *argv[] = {"prog", (char *)p, "--resume", "False", "--val_targets", "['lfw', 'cfp_fp']", "--output", "None",
+                        "--rec", "/data/run(2)/ms1m", "--network", "2024", "--margin_list", "1.0,0.3,0.2", "--lr=1e-3"};
+        af_config_defaults(&c);
+        st = af_config_parse_args(&c, (int)(sizeof argv / sizeof argv[0]), argv, 1);
+        CHECK(!st, "command line parses: %s", st ? af_errmsg() : "");
+        CHECK(!strcmp(c.resume, "none") && !strcmp(c.val_targets, "lfw,cfp_fp") &&
+              !strcmp(c.output, "work_dirs/cli_job") && !strcmp(c.rec, "/data/run(2)/ms1m") && !strcmp(c.network, "2024") &&
+              c.margin_list[1] == 0.3f && c.lr == 1e-3f,
+              "command line: resume '%s' val '%s' output '%s' rec '%s' network '%s' m2 %g lr %g", c.resume, c.val_targets,
+              c.output, c.rec, c.network, c.margin_list[1], c.lr);
+        CHECK(!strcmp(af_config_where(&c, "lr"), "command line"), "where(lr) = %s", af_config_where(&c, "lr"));
+        char *argv2[] = {"prog", "--network", "\"r50"};
+        af_config_defaults(&c);
+        st = af_config_parse_args(&c, 3, argv2, 1);
+        CHECK(st && strstr(af_errmsg(), "command line: key 'network': unterminated string"),
+              "unterminated quote on the command line: %s", st ? af_errmsg() : "success");
+    }
+
     /* 6. Broken files: each names the file, the line and what is wrong. */
     struct { const char *name, *text, *needle; } bad[] = {
         {"unterminated.py", "config = edict()\nconfig.network = \"r50\nconfig.lr = 0.1\n",
