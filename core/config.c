@@ -446,6 +446,12 @@ af_status af_config_parse_args(af_config *c, int argc, char **argv, int first)
         strcpy(text, val);
         if ((st = assign(c, &cl, key, text, "command line", 1))) return st;
     }
+    /* arcface_torch's AdamW steps every fc row (its weight is one Parameter):
+     * an AdamW run that does not choose fc_update gets the dense update. */
+    if (!strcmp(c->optimizer, "adamw") && !strcmp(af_config_where(c, "fc_update"), "default")) {
+        snprintf(c->fc_update, sizeof c->fc_update, "dense");
+        snprintf(c->where[find_key("fc_update") - keys], sizeof c->where[0], "implied by optimizer = adamw");
+    }
     return AF_OK;
 }
 

@@ -287,6 +287,16 @@ int main(void)
               "command line: resume '%s' val '%s' output '%s' rec '%s' network '%s' m2 %g lr %g", c.resume, c.val_targets,
               c.output, c.rec, c.network, c.margin_list[1], c.lr);
         CHECK(!strcmp(af_config_where(&c, "lr"), "command line"), "where(lr) = %s", af_config_where(&c, "lr"));
+        char *argv3[] = {"prog", "--optimizer", "adamw"};
+        af_config_defaults(&c);
+        st = af_config_parse_args(&c, 3, argv3, 1);
+        CHECK(!st && !strcmp(c.fc_update, "dense") && !af_config_check(&c),
+              "optimizer adamw without fc_update: dense, as arcface_torch steps every row ('%s')", c.fc_update);
+        char *argv4[] = {"prog", "--optimizer", "adamw", "--fc_update", "sparse"};
+        af_config_defaults(&c);
+        st = af_config_parse_args(&c, 5, argv4, 1);
+        CHECK(!st && af_config_check(&c) && strstr(af_errmsg(), "needs fc_update = dense"),
+              "an explicit fc_update = sparse with adamw is still refused: %s", af_errmsg());
         char *argv2[] = {"prog", "--network", "\"r50"};
         af_config_defaults(&c);
         st = af_config_parse_args(&c, 3, argv2, 1);
