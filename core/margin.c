@@ -6,6 +6,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,7 +21,20 @@ af_status af_margin_check(const af_margin *m)
     if (!(m->filter_threshold < 1)) return af_errorf(AF_ERR_ARG, "interclass_filtering_threshold must be < 1, got %g", m->filter_threshold);
     if (m->grad != AF_MARGIN_GRAD_ANALYTIC && m->grad != AF_MARGIN_GRAD_ARCFACE_TORCH)
         return af_errorf(AF_ERR_ARG, "unknown margin gradient mode %d", (int)m->grad);
+    if (m->grad == AF_MARGIN_GRAD_ARCFACE_TORCH && m->m1 != 1 && m->m3 == 0)
+        return af_errorf(AF_ERR_ARG, "margin (%g, %g, %g) in arcface_torch mode: insightface's CombinedMarginLoss "
+                         "supports m1 = 1 with m3 = 0 (ArcFace) or m3 > 0 (CosFace) and raises for m1 != 1 with m3 = 0; "
+                         "use the analytic mode for the paper's combined margin", m->m1, m->m2, m->m3);
     return AF_OK;
+}
+
+int af_margin_note(const af_margin *m, char *buf, size_t cap)
+{
+    if (m->grad != AF_MARGIN_GRAD_ARCFACE_TORCH || !(m->m3 > 0) || (m->m1 == 1 && m->m2 == 0)) return 0;
+    snprintf(buf, cap, "margin_list (%g, %g, %g): m3 > 0, so as insightface's CombinedMarginLoss the target logit is "
+             "cos - m3 (CosFace) and m1 = %g, m2 = %g are ignored (margin_grad = analytic applies all three)",
+             m->m1, m->m2, m->m3, m->m1, m->m2);
+    return 1;
 }
 
 af_status af_margin_grad_parse(const char *s, af_margin_grad *out)
@@ -72,6 +86,12 @@ static void target_fn(const af_margin *m, double c, double *val, double *deriv)
     if (c > 1) c = 1;
     if (c < -1) c = -1;
     if (!margin_on(m, c)) { *val = c; *deriv = 1; return; }
+    if (m->grad == AF_MARGIN_GRAD_ARCFACE_TORCH && m->m3 > 0) {
+        /* insightface's CombinedMarginLoss: m3 > 0 takes the CosFace branch alone. */
+        *val = c - m->m3;
+        *deriv = 1;
+        return;
+    }
     double theta = acos(c);
     double a = m->m1 * theta + m->m2;
     if (m->grad == AF_MARGIN_GRAD_ANALYTIC && a > M_PI) {

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "arcface/data.h"
 #include "arcface/image.h"
@@ -43,6 +44,79 @@ void af_valset_spec_name(const char *spec, char *buf, size_t cap)
     size_t len = strlen(spec);
     if (len > 4 && !strcmp(spec + len - 4, ".bin")) base_name(spec, buf, cap);
     else snprintf(buf, cap, "fmnist");
+}
+
+af_status af_valset_check(const char *spec)
+{
+    /* Open once now: a missing or broken file fails here, before any work. */
+    af_status st;
+    size_t len = strlen(spec);
+    if (len > 4 && !strcmp(spec + len - 4, ".bin")) {
+        af_verbin vb;
+        st = af_verbin_load(&vb, spec);
+        if (!st) af_verbin_free(&vb);
+    } else {
+        af_dataset *ds;
+        af_dataset_opts o = {.split = AF_DATASET_SPLIT_TEST};
+        st = af_dataset_open(&ds, spec, &o);
+        if (!st) af_dataset_close(ds);
+    }
+    return st;
+}
+
+/* The folder insightface would look in for <name>.bin: rec if it is one, else
+ * the folder of the PREFIX or PREFIX.rec it names. 0 when rec has no folder. */
+static int rec_folder(const char *rec, char *out, size_t cap)
+{
+    static const char *const prefixes[] = {"recordio:", "folder:", "fmnist:"};
+    if (!strncmp(rec, "synthetic", 9)) return 0;
+    for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++)
+        if (!strncmp(rec, prefixes[i], strlen(prefixes[i]))) rec += strlen(prefixes[i]);
+    struct stat sb;
+    if (!stat(rec, &sb) && S_ISDIR(sb.st_mode)) {
+        snprintf(out, cap, "%s", rec);
+        return 1;
+    }
+    const char *slash = strrchr(rec, '/');
+    /* A rec that does not exist: insightface joins the name to it all the same. */
+    if (stat(rec, &sb)) snprintf(out, cap, "%s", rec);
+    else snprintf(out, cap, "%.*s", slash ? (int)(slash - rec) : 1, slash ? rec : ".");
+    return 1;
+}
+
+af_status af_valset_resolve_targets(const af_config *cfg, int max, char (*spec)[AF_CFG_STR], char (*name)[64], int *n)
+{
+    char buf[AF_CFG_STR], dir[AF_CFG_STR];
+    const char *where = af_config_where(cfg, "val_targets");
+    *n = 0;
+    snprintf(buf, sizeof buf, "%s", cfg->val_targets);
+    for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        while (*t == ' ') t++;
+        size_t len = strlen(t);
+        while (len && t[len - 1] == ' ') t[--len] = 0;
+        if (!*t) continue;
+        if (*n == max)
+            return af_errorf(AF_ERR_ARG, "%s: configuration key 'val_targets': more than %d targets", where, max);
+        char *out = spec[*n];
+        int bare = !strchr(t, '/') && !strchr(t, ':') && !(len > 4 && !strcmp(t + len - 4, ".bin"));
+        if (bare) {
+            if (!rec_folder(cfg->rec, dir, sizeof dir))
+                return af_errorf(AF_ERR_ARG, "%s: configuration key 'val_targets': '%s' means <rec folder>/%s.bin as in "
+                                 "insightface, but rec = '%s' has no folder; give the path of a .bin", where, t, t,
+                                 cfg->rec);
+            if ((size_t)snprintf(out, AF_CFG_STR, "%s/%s.bin", dir, t) >= AF_CFG_STR)
+                return af_errorf(AF_ERR_ARG, "%s: configuration key 'val_targets': path for '%s' is too long", where, t);
+        } else {
+            snprintf(out, AF_CFG_STR, "%s", t);
+        }
+        af_valset_spec_name(out, name[*n], 64);
+        af_status st = af_valset_check(out);
+        if (st)
+            return af_error_wrap(st, "%s: configuration key 'val_targets': '%s'%s%s", where, t, bare ? " (resolved as " : "",
+                                 bare ? "<rec folder>/NAME.bin, as insightface does)" : "");
+        (*n)++;
+    }
+    return AF_OK;
 }
 
 af_status af_valset_open(af_valset **out, const char *spec, int c, int h, int w)

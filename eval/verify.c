@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 static const double far_targets[AF_VERIFY_N_FAR] = {1e-3, 1e-4};
@@ -387,4 +388,29 @@ fail:
     if (f) fclose(f);
     unlink(tmp);
     return st;
+}
+
+void af_verify_log_insightface(FILE *f, const char *name, long long step, const af_verify_result *res,
+                               double *highest)
+{
+    /* Python logging's %(asctime)s: local time with milliseconds after a comma. */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    localtime_r(&ts.tv_sec, &tm);
+    char t[48];
+    strftime(t, sizeof t, "%Y-%m-%d %H:%M:%S", &tm);
+    if (res->acc_mean > *highest) *highest = res->acc_mean;
+    fprintf(f, "Training: %s,%03d-[%s][%lld]XNorm: %f\n", t, (int)(ts.tv_nsec / 1000000), name, step, res->xnorm);
+    fprintf(f, "Training: %s,%03d-[%s][%lld]Accuracy-Flip: %1.5f+-%1.5f\n", t, (int)(ts.tv_nsec / 1000000), name, step,
+            res->acc_mean, res->acc_std);
+    fprintf(f, "Training: %s,%03d-[%s][%lld]Accuracy-Highest: %1.5f\n", t, (int)(ts.tv_nsec / 1000000), name, step,
+            *highest);
+}
+
+void af_verify_print_thresholds(FILE *f, const char *name, const af_verify_result *res)
+{
+    fprintf(f, "%s: best threshold per fold (squared L2 distance, chosen on the other nine folds):", name);
+    for (int k = 0; k < AF_VERIFY_FOLDS; k++) fprintf(f, " %.2f", res->best_threshold[k]);
+    fprintf(f, "\n");
 }

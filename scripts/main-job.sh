@@ -9,7 +9,8 @@
 # Running it again RESUMES: the trainer continues from the newest complete
 # checkpoint in work_dirs/fmnist (or, when training had finished, does nothing and
 # the evaluation runs again). To RESTART from scratch: FRESH=1 bash scripts/main-job.sh
-# (it deletes work_dirs/fmnist first). OUT=DIR puts the run somewhere else.
+# (it deletes work_dirs/fmnist first). OUT=DIR puts the run somewhere else;
+# TRAIN_ARGS="--margin_grad analytic" passes extra keys to the trainer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 t0=$(date +%s)
@@ -23,7 +24,7 @@ echo "main-job: installed and built in $((t1 - t0)) s"
 
 [ "${FRESH:-0}" = 1 ] && { echo "main-job: FRESH=1, removing $OUT"; rm -rf "$OUT"; }
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
-mpirun --oversubscribe --bind-to none -np 3 build/bin/arcface-train jobs/fmnist.conf --ps 1 --output "$OUT" \
+mpirun --oversubscribe --bind-to none -np 3 build/bin/arcface-train jobs/fmnist.conf --ps 1 --output "$OUT" ${TRAIN_ARGS:-} \
   | grep -vE '^[a-z_0-9]+ = '
 t2=$(date +%s)
 echo "main-job: trained in $((t2 - t1)) s"

@@ -10,7 +10,8 @@
  * Fashion-MNIST test split: verification on the fixed 6,000 pairs, and
  * nearest-centre accuracy against the checkpoint's /fc/weight).
  * Prints per target the 10-fold accuracy (mean, std), XNorm, TAR at FAR 1e-3 and
- * 1e-4 and, where it applies, the nearest-centre accuracy; --results writes them
+ * 1e-4, the best threshold of each fold and, where it applies, the nearest-centre
+ * accuracy; the targets and --roc-dir are checked before the first is embedded; --results writes them
  * as CSV, --roc-dir writes TARGET_roc.csv and TARGET_roc.png, --embeddings the
  * combined embeddings (and labels) per target. */
 #include <errno.h>
@@ -18,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <hdf5.h>
 
@@ -86,10 +88,25 @@ static af_status run(const options *o)
     if (st) goto done;
     printf("model: %s (%s, embedding %d%s)\n", o->model, bb.arch, bb.cfg.embedding,
            n_centres ? ", with trained class centres" : "");
-    if (o->roc_dir && mkdir(o->roc_dir, 0777) && errno != EEXIST) {
-        st = af_errorf(AF_ERR_IO, "%s: mkdir: %s", o->roc_dir, strerror(errno));
-        goto done;
+    /* Everything the run will write or read is checked before the first target
+     * is embedded, so a typo fails in seconds, not after the whole evaluation. */
+    struct stat sb;
+    if (o->roc_dir) {
+        const char *why = NULL;
+        if (mkdir(o->roc_dir, 0777) && errno != EEXIST) why = strerror(errno);
+        else if (stat(o->roc_dir, &sb)) why = strerror(errno);
+        else if (!S_ISDIR(sb.st_mode)) why = "it is not a folder";
+        else if (access(o->roc_dir, W_OK)) why = strerror(errno);
+        if (why) {
+            st = af_errorf(AF_ERR_IO, "--roc-dir %s: expected a writable folder: %s", o->roc_dir, why);
+            goto done;
+        }
     }
+    for (int t = 0; t < o->n_targets; t++)
+        if ((st = af_valset_check(o->targets[t]))) {
+            af_error_wrap(st, "--target %s", o->targets[t]);
+            goto done;
+        }
     if (o->results) {
         if (!(res = fopen(o->results, "w"))) { st = af_errorf(AF_ERR_IO, "%s: %s", o->results, strerror(errno)); goto done; }
         fprintf(res, "target,pairs,accuracy,accuracy_std,xnorm,tar_at_far_1e-3,tar_at_far_1e-4,centre_accuracy\n");
@@ -108,6 +125,7 @@ static af_status run(const options *o)
                    r.ver.tar[1].tar_mean);
             if (r.has_centre) printf(", nearest-centre accuracy %.5f", r.centre_acc);
             printf("\n");
+            af_verify_print_thresholds(stdout, name, &r.ver);
             if (res) {
                 fprintf(res, "%s,%zu,%.6f,%.6f,%.6f,%.6f,%.6f,", name, r.ver.n_pairs, r.ver.acc_mean, r.ver.acc_std,
                         r.ver.xnorm, r.ver.tar[0].tar_mean, r.ver.tar[1].tar_mean);

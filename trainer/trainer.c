@@ -17,6 +17,7 @@
 #include "arcface/ctx.h"
 #include "arcface/data.h"
 #include "arcface/h5io.h"
+#include "arcface/logfile.h"
 #include "arcface/paramserver.h"
 #include "arcface/state.h"
 #include "arcface/trainer.h"
@@ -47,24 +48,15 @@ typedef struct {
     int n_val;
     char val_spec[MAX_VAL][AF_CFG_STR], val_name[MAX_VAL][64];
     af_valset *val[MAX_VAL];
+    double val_best[MAX_VAL]; /* Accuracy-Highest so far */
     char val_row[1024];       /* the val_* fields of the next metrics row */
     char last_ckpt[AF_CFG_STR + 64];
 } job;
 
-/* val_targets: comma-separated specs. */
+/* val_targets: resolved (insightface names: <rec>/<name>.bin) and opened once at start. */
 static af_status parse_val_targets(job *j)
 {
-    char buf[AF_CFG_STR];
-    snprintf(buf, sizeof buf, "%s", j->cfg.val_targets);
-    for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-        while (*t == ' ') t++;
-        if (!*t) continue;
-        if (j->n_val == MAX_VAL) return af_errorf(AF_ERR_ARG, "configuration key 'val_targets': more than %d targets", MAX_VAL);
-        snprintf(j->val_spec[j->n_val], AF_CFG_STR, "%s", t);
-        af_valset_spec_name(t, j->val_name[j->n_val], sizeof j->val_name[0]);
-        j->n_val++;
-    }
-    return AF_OK;
+    return af_valset_resolve_targets(&j->cfg, MAX_VAL, j->val_spec, j->val_name, &j->n_val);
 }
 
 static double resident_mib(void)
@@ -97,7 +89,7 @@ static af_status mkdir_p(const char *path)
 static af_status prepare_output(job *j)
 {
     af_status st = mkdir_p(j->cfg.output);
-    if (st) return st;
+    if (st || (st = af_log_tee(j->cfg.output))) return st;
     char path[AF_CFG_STR + 32];
     snprintf(path, sizeof path, "%s/config.txt", j->cfg.output);
     FILE *f = fopen(path, "w");
@@ -108,7 +100,7 @@ static af_status prepare_output(job *j)
     fclose(f);
     printf("arcface-train: configuration (also in %s)\n", path);
     af_config_write(&j->cfg, stdout);
-    if (j->cfg.ignored[0]) printf("note: ignoring arcface_torch keys that do not apply here: %s\n", j->cfg.ignored);
+    af_config_notes(&j->cfg, stdout, "note: ");
     printf("dataset: %s\n", af_dataset_describe(j->ds));
     printf("layout: %d workers (ranks 0-%d), %d parameter servers%s, %lld classes, global batch %d\n", j->ctx.W,
            j->ctx.W - 1, j->ctx.P, j->ctx.P ? "" : " (single process: all classes local)",
@@ -228,6 +220,7 @@ static af_status evaluate(job *j, int64_t step, const char *ckpt_path)
             af_valset_result r;
             double t0 = MPI_Wtime();
             if ((st = af_valset_run(j->val[i], bb, centres, nc, &r, NULL))) break;
+            af_verify_log_insightface(stdout, j->val_name[i], (long long)step, &r.ver, &j->val_best[i]);
             printf("Eval: step %lld %s: accuracy %.5f +- %.5f, XNorm %.4f, TAR@FAR=1e-3 %.5f", (long long)step,
                    j->val_name[i], r.ver.acc_mean, r.ver.acc_std, r.ver.xnorm, r.ver.tar[0].tar_mean);
             if (r.has_centre) printf(", nearest-centre accuracy %.5f", r.centre_acc);
@@ -418,7 +411,7 @@ af_status af_trainer_run(const af_config *cfg, MPI_Comm world, af_trainer_outcom
             st = af_errorf(AF_ERR_ARG, "configuration key 'num_classes': %lld, but dataset '%s' has %lld classes",
                            (long long)C, j->cfg.rec, (long long)dc);
     } else {
-        af_error_wrap(st, "configuration key 'rec'");
+        af_error_wrap(st, "%s: configuration key 'rec'", af_config_where(&j->cfg, "rec"));
     }
     af_status cst = af_ctx_init(&j->ctx, world, j->cfg.ps, C);
     if (cst && !st) st = cst;
@@ -447,6 +440,9 @@ af_status af_trainer_run(const af_config *cfg, MPI_Comm world, af_trainer_outcom
         }
     }
     if (st) {
+        /* Everything up to here checks what the configuration names (dataset,
+         * validation files, output folder, checkpoint): a configuration error. */
+        out->startup_error = 1;
         job_free(j, !cst);
         return st;
     }

@@ -4,12 +4,23 @@
  * gradient_acc, seed, output, frequent, rec, verbose, val_targets, ...) plus the
  * keys this system adds (ps, fc_update, sample_shards, margin_grad, ...).
  *
- * Sources, later ones winning: defaults, a `key = value` file (arcface_torch's
- * `config.key = value` lines and Python literals such as (1.0, 0.5, 0.0),
- * "r50" or True are accepted too), then command-line `--key value` or
- * `--key=value`. Unknown keys and bad values are errors naming the key (and
- * the file and line). Every rank parses the same sources, so the result is
- * equal on all ranks. */
+ * Sources, later ones winning: defaults, a configuration file, then
+ * command-line `--key value` or `--key=value`.
+ *
+ * Configuration files are insightface arcface_torch's configs/NAME.py as they are:
+ * `from easydict import EasyDict as edict`, `config = edict()`, then
+ * `config.key = <Python expression>` lines: numbers (5e-4), strings, None,
+ * True/False, tuples and lists, + - * / // % ** and parentheses, and
+ * `config.other_key` for a key set earlier in the same file. As insightface's
+ * utils_config.get_config does, a file NAME.py applies base.py from its own
+ * folder first, and output = None means work_dirs/NAME. resume = True/False is
+ * arcface_torch's switch (True: continue from output's checkpoint = auto here;
+ * False: start over = none). val_targets names ('lfw') are resolved against the
+ * rec folder at start (af_valset_resolve_targets). The older `key = value` form
+ * (bare values such as r18 or fmnist:/data allowed) reads the same way.
+ * Unknown keys and bad values are errors naming the key and the file and
+ * line; every key remembers where it was set (af_config_where). Every rank
+ * parses the same sources, so the result is equal on all ranks. */
 #ifndef ARCFACE_CONFIG_H
 #define ARCFACE_CONFIG_H
 
@@ -20,6 +31,7 @@
 
 #define AF_CFG_STR 256
 #define AF_CFG_MAX_VAL 8
+#define AF_CFG_MAX_KEYS 64
 
 typedef struct {
     /* model */
@@ -29,7 +41,7 @@ typedef struct {
     /* margin softmax */
     float margin_list[3];
     float scale;
-    char margin_grad[32];         /* analytic | arcface_torch */
+    char margin_grad[32];         /* arcface_torch (default: insightface's straight-through gradient) | analytic */
     int easy_margin;
     float interclass_filtering_threshold;
     /* partial fc */
@@ -63,7 +75,11 @@ typedef struct {
     char val_targets[AF_CFG_STR]; /* comma-separated specs */
     /* arcface_torch keys that were given but mean nothing here (fp16, dali,
      * wandb_*, ...), space-separated, for the log. Not a setting. */
-    char ignored[256];
+    char ignored[512];
+    /* Provenance, for messages: where each key was last set ("FILE:LINE",
+     * "command line"; empty: the default), and the base.py applied first. */
+    char where[AF_CFG_MAX_KEYS][128];
+    char base_file[AF_CFG_STR + 32];
 } af_config;
 
 void af_config_defaults(af_config *c);
@@ -74,8 +90,16 @@ af_status af_config_set(af_config *c, const char *key, const char *value, const 
 /* Applies --key value / --key=value arguments from argv[first..argc); a bare
  * positional argument is taken as the config file (applied first). */
 af_status af_config_parse_args(af_config *c, int argc, char **argv, int first);
-/* Range and consistency checks; the message names the key. */
+/* Range and consistency checks; the message names the key and where it was set.
+ * Also refuses what arcface_torch refuses (margin_list with m1 != 1 and m3 = 0
+ * under margin_grad = arcface_torch) and insightface networks not built here. */
 af_status af_config_check(const af_config *c);
+/* Where key was last set: "FILE:LINE", "command line" or "default". */
+const char *af_config_where(const af_config *c, const char *key);
+/* Prints what the log should say about how the configuration was read: the
+ * base.py merged first, keys ignored, margin terms ignored as insightface
+ * ignores them. Each line starts with prefix. */
+void af_config_notes(const af_config *c, FILE *f, const char *prefix);
 /* Writes every key as `key = value`, re-readable by af_config_load_file. */
 void af_config_write(const af_config *c, FILE *f);
 

@@ -11,6 +11,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "arcface/status.h"
 
@@ -113,6 +114,19 @@ af_status af_verify_run(const float *emb,      /* (2 * n_pairs, dim) */
                         const float *emb_flip, /* (2 * n_pairs, dim) or NULL */
                         size_t n_pairs, size_t dim,
                         const uint8_t *issame, af_verify_result *res);
+
+/* Writes one target's result as insightface's CallBackVerification logs it,
+ * so log parsers written for arcface_torch keep working:
+ *   Training: <time>-[lfw][2000]XNorm: 22.123456
+ *   Training: <time>-[lfw][2000]Accuracy-Flip: 0.99500+-0.00300
+ *   Training: <time>-[lfw][2000]Accuracy-Highest: 0.99550
+ * (the "Training: %(asctime)s-" prefix is its init_logging format; Accuracy-Flip
+ * is the accuracy of the flip-combined embedding). *highest carries the best
+ * accuracy so far for this target across calls (start it at 0). */
+void af_verify_log_insightface(FILE *f, const char *name, long long step, const af_verify_result *res,
+                               double *highest);
+/* Writes the best threshold of each fold (chosen on the other nine), one line. */
+void af_verify_print_thresholds(FILE *f, const char *name, const af_verify_result *res);
 
 /* Writes res's ROC as CSV with header "threshold,fpr,tpr" (one row per
  * threshold, increasing), atomically (temporary file, fsync, rename). This is

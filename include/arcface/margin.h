@@ -6,7 +6,8 @@
  *     target class y:  s * (cos(m1 * theta_y + m2) - m3)
  *     other classes:   s * cos(theta_j)
  * ArcFace is (m1, m2, m3) = (1, 0.5, 0), CosFace (1, 0, 0.4), SphereFace m1 > 1;
- * any combination is allowed.
+ * the analytic mode allows any combination; the arcface_torch mode applies
+ * insightface's rules (below).
  *
  * Class centres are sharded: every function here works on one shard's slice of
  * classes, with labels already mapped to the slice (-1 = target not in this
@@ -15,12 +16,18 @@
  * DistCrossEntropy does; the loss is the mean over the global batch.
  *
  * Gradient modes:
- *   AF_MARGIN_GRAD_ANALYTIC      the true gradient of the formula above (through
- *                                arccos/cos), the default;
- *   AF_MARGIN_GRAD_ARCFACE_TORCH reproduces arcface_torch v2: the margin is applied
- *                                without gradient, so d logit / d cos = s for every
- *                                class, target included, and the forward has no
- *                                theta + m > pi fallback (v2 has none).
+ *   AF_MARGIN_GRAD_ARCFACE_TORCH reproduces insightface's arcface_torch
+ *                                CombinedMarginLoss (losses.py, commit 7fadd420),
+ *                                the training default: m3 > 0 gives the target
+ *                                cos - m3 alone (m1, m2 ignored: (1, 0.3, 0.2)
+ *                                equals (1, 0, 0.2)); m1 = 1 with m3 = 0 gives
+ *                                cos(theta + m2) applied without gradient
+ *                                (straight-through: d logit / d cos = s for every
+ *                                class, target included) and no theta + m > pi
+ *                                fallback; m1 != 1 with m3 = 0 is refused (it
+ *                                raises there);
+ *   AF_MARGIN_GRAD_ANALYTIC      the true gradient of the full combined formula
+ *                                above (through arccos/cos), the paper's.
  * theta + m > pi (analytic mode): when m1 * theta + m2 > pi the target logit falls
  * back to s * (cos(theta) - m3 - sin(pi - m2) * m2), as the original ArcFace code
  * does (cos(theta) <= cos(pi - m) there); with m1 != 1 only the threshold moves.
@@ -34,6 +41,7 @@
 #define ARCFACE_MARGIN_H
 
 #include <mpi.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "arcface/l2norm.h"
@@ -51,8 +59,12 @@ typedef struct {
     float filter_threshold; /* <= 0 disables filtering */
 } af_margin;
 
-/* Validates ranges (s > 0, m1 >= 1, 0 <= m2 < pi, m3 >= 0, t < 1); the message names the field. */
+/* Validates ranges (s > 0, m1 >= 1, 0 <= m2 < pi, m3 >= 0, t < 1) and, in
+ * arcface_torch mode, insightface's rule (m1 = 1 or m3 > 0); the message names the field. */
 af_status af_margin_check(const af_margin *m);
+/* In arcface_torch mode with m3 > 0 and m1, m2 not (1, 0): writes the line the
+ * log should carry about the ignored terms into buf and returns 1; else 0. */
+int af_margin_note(const af_margin *m, char *buf, size_t cap);
 /* Parses "analytic" | "arcface_torch". */
 af_status af_margin_grad_parse(const char *s, af_margin_grad *out);
 

@@ -25,6 +25,7 @@ typedef struct {
      * finalize. Resources are left allocated in that case. */
     int must_abort;
     int is_server;  /* this rank's role, for the error message */
+    int startup_error; /* failed in the start-up checks, before the first step: a configuration error */
 } af_trainer_outcome;
 
 /* SIGUSR1 and SIGTERM make the job finish the current step, checkpoint and stop

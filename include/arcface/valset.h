@@ -14,11 +14,25 @@
 #include <stdint.h>
 
 #include "arcface/backbone.h"
+#include "arcface/config.h"
 #include "arcface/eval.h"
 #include "arcface/status.h"
 
 typedef struct af_valset af_valset;
 
+/* Resolves and checks cfg->val_targets at the start of a run, so a bad target
+ * fails before the first step, not at the first evaluation. Entries are
+ * comma-separated: a .bin path, fmnist-test:DIR, or a bare name resolved as
+ * insightface's CallBackVerification does, <rec folder>/<name>.bin (the rec
+ * folder: rec itself, or the folder of a PREFIX.rec; recordio:, folder: and
+ * fmnist: prefixes removed). Each resolved file is opened and parsed once.
+ * Fills spec[i] (the resolved spec) and name[i] (its short name) for up to max
+ * targets; *n = their number. Errors name val_targets, where it was set, the
+ * entry and the file. Equal on all ranks: everything. */
+af_status af_valset_resolve_targets(const af_config *cfg, int max, char (*spec)[AF_CFG_STR], char (*name)[64], int *n);
+/* Opens spec as af_valset_open would and closes it (a .bin is parsed, not
+ * decoded): a check at start that the target will load. */
+af_status af_valset_check(const char *spec);
 /* The short name a spec will have (as af_valset_name), without opening it. */
 void af_valset_spec_name(const char *spec, char *buf, size_t cap);
 /* spec: a .bin path, or fmnist-test:DIR. c, h, w: the model's input. */

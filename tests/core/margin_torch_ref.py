@@ -4,9 +4,14 @@ Generates random problems, runs `arcface-loss IN.h5 OUT.h5` on each and compares
 the loss and both gradients with an independent float64 PyTorch implementation:
   * analytic mode: autograd through the combined margin cos(m1*theta + m2) - m3
     with the original ArcFace fallback past theta + m = pi;
-  * arcface_torch mode: insightface arcface_torch v2 semantics (margin applied
-    under no_grad, so d logit/d cos = s), restated from its losses.py for the
-    ArcFace and CosFace branches, and a detach formulation for combinations.
+  * arcface_torch mode: insightface arcface_torch's CombinedMarginLoss.forward
+    (losses.py at commit 7fadd420) restated line by line: m1 = 1, m3 = 0 ->
+    arccos/cos under no_grad (straight-through); m3 > 0 -> target - m3 alone
+    (m1, m2 ignored); m1 != 1 with m3 = 0 -> it raises, so arcface-loss must
+    refuse. easy_margin (not in that class; kept here as an extension) uses a
+    detach formulation of the same branches.
+Also asserted: in arcface_torch mode (1, 0.3, 0.2) gives exactly the loss and
+gradients of (1, 0, 0.2), as insightface's does.
 Relative error: |a - b| / max|b| per tensor. Exit status 1 on any failure.
 usage: margin_torch_ref.py ARCFACE_LOSS_BINARY WORKDIR
 """
@@ -24,24 +29,34 @@ TOL = 1e-4
 torch.set_default_dtype(torch.float64)
 
 
-def v2_literal(cos, y, s, m1, m2, m3):
-    """arcface_torch v2 CombinedMarginLoss.forward, restated (ArcFace/CosFace branches)."""
-    logits = cos.clone()
-    idx = torch.where(y != -1)[0]
-    target = logits[idx, y[idx]]
+def combined_margin_loss(logits, labels, s, m1, m2, m3, t):
+    """insightface arcface_torch losses.py CombinedMarginLoss.forward (commit 7fadd420), restated."""
+    index_positive = torch.where(labels != -1)[0]
+    if t > 0:
+        with torch.no_grad():
+            dirty = logits > t
+            dirty = dirty.double()
+            mask = torch.ones([index_positive.size(0), logits.size(1)])
+            mask.scatter_(1, labels[index_positive].view(-1, 1), 0)
+            dirty[index_positive] *= mask
+            tensor_mul = 1 - dirty
+        logits = tensor_mul * logits
+    target_logit = logits[index_positive, labels[index_positive].view(-1)]
     if m1 == 1.0 and m3 == 0.0:
         with torch.no_grad():
-            target.arccos_()
+            target_logit.arccos_()
             logits.arccos_()
-            logits[idx, y[idx]] = target + m2
+            final_target_logit = target_logit + m2
+            logits[index_positive, labels[index_positive].view(-1)] = final_target_logit
             logits.cos_()
-        # the in-place no_grad edits leave the autograd graph an identity
-        return cos + (logits - cos).detach()
-    if m3 > 0 and m1 == 1.0 and m2 == 0.0:
-        out = logits.clone()
-        out[idx, y[idx]] = target - m3
-        return out
-    return None
+        logits = logits * s
+    elif m3 > 0:
+        final_target_logit = target_logit - m3
+        logits[index_positive, labels[index_positive].view(-1)] = final_target_logit
+        logits = logits * s
+    else:
+        raise ValueError("insightface's CombinedMarginLoss raises for m1 != 1 with m3 = 0")
+    return logits
 
 
 class DistCE(torch.autograd.Function):
@@ -71,6 +86,10 @@ def reference(x, w, y, s, m1, m2, m3, mode, easy, t):
     w = torch.tensor(w, dtype=torch.float64, requires_grad=True)
     y = torch.tensor(y, dtype=torch.int64)
     cos = (F.normalize(x) @ F.normalize(w).T).clamp(-1, 1)
+    if mode == "arcface_torch" and not easy:
+        loss = DistCE.apply(combined_margin_loss(cos, y, s, m1, m2, m3, t), y)
+        loss.backward()
+        return loss.item(), x.grad.numpy(), w.grad.numpy()
     B, C = cos.shape
     idx = torch.where(y != -1)[0]
     if t > 0:
@@ -89,17 +108,14 @@ def reference(x, w, y, s, m1, m2, m3, mode, easy, t):
             tgt = torch.where(ct > 0, tgt, ct)
         logits = cos.index_put((idx, y[idx]), tgt)
     else:
-        lit = None if easy else v2_literal(cos, y, s, m1, m2, m3)
-        if lit is not None:
-            logits = lit
-        else:
-            with torch.no_grad():
-                a = m1 * torch.acos(ct) + m2
-                tgt = torch.cos(a) - m3
-                if easy:
-                    tgt = torch.where(ct > 0, tgt, ct)
-                final = cos.index_put((idx, y[idx]), tgt)
-            logits = cos + (final - cos).detach()
+        if m3 > 0:
+            m1, m2 = 1.0, 0.0  # insightface's CosFace branch ignores them
+        with torch.no_grad():
+            a = m1 * torch.acos(ct) + m2
+            tgt = torch.cos(a) - m3
+            tgt = torch.where(ct > 0, tgt, ct)
+            final = cos.index_put((idx, y[idx]), tgt)
+        logits = cos + (final - cos).detach()
     loss = DistCE.apply(logits * s, y)
     loss.backward()
     return loss.item(), x.grad.numpy(), w.grad.numpy()
@@ -170,6 +186,12 @@ def main():
             f.attrs["easy_margin"] = c["easy"]
             f.attrs["filter_threshold"] = c["t"]
         r = subprocess.run([binary, fin, fout], capture_output=True, text=True)
+        if c["mode"] == "arcface_torch" and c["m1"] != 1.0 and c["m3"] == 0.0:
+            ok = r.returncode != 0 and "raises for m1 != 1 with m3 = 0" in r.stderr
+            failures += not ok
+            print(f"case {k:2d} arcface_torch m=({c['m1']:g},{c['m2']:g},{c['m3']:g}): refused as insightface raises: "
+                  f"{'ok' if ok else 'FAIL (exit %d: %s)' % (r.returncode, r.stderr.strip()[-200:])}")
+            continue
         if r.returncode != 0:
             print(f"case {k}: arcface-loss failed: {r.stderr.strip()}")
             failures += 1
@@ -187,6 +209,28 @@ def main():
               f"{'ok' if ok else 'FAIL'}")
         if max(e) > worst[0]:
             worst = (max(e), desc)
+    # (1, 0.3, 0.2) and (1, 0, 0.2) are the same loss in arcface_torch mode.
+    c = make_case(rng, 1)
+    outs = []
+    for m2 in (0.3, 0.0):
+        fin, fout = os.path.join(work, f"cosface_m2_{m2}.h5"), os.path.join(work, f"cosface_m2_{m2}.out.h5")
+        with h5py.File(fin, "w") as f:
+            f["features"], f["weight"], f["labels"] = c["x"], c["w"], c["y"]
+            for a, v in (("s", 64.0), ("m1", 1.0), ("m2", m2), ("m3", 0.2)):
+                f.attrs[a] = v
+            f.attrs["mode"], f.attrs["easy_margin"], f.attrs["filter_threshold"] = "arcface_torch", 0, 0.0
+        r = subprocess.run([binary, fin, fout], capture_output=True, text=True)
+        if r.returncode != 0:
+            print(f"(1, {m2}, 0.2): arcface-loss failed: {r.stderr.strip()}")
+            return 1
+        with h5py.File(fout, "r") as f:
+            outs.append((float(f["loss"][()]), f["grad_features"][()], f["grad_weight"][()]))
+    d = max(abs(outs[0][0] - outs[1][0]), float(np.max(np.abs(outs[0][1] - outs[1][1]))),
+            float(np.max(np.abs(outs[0][2] - outs[1][2]))))
+    same = d == 0.0
+    failures += not same
+    print(f"arcface_torch (1, 0.3, 0.2) vs (1, 0, 0.2): largest difference {d:.3e} (expected exactly 0) "
+          f"{'ok' if same else 'FAIL'}")
     print(f"worst relative difference {worst[0]:.3e} (tolerance {TOL:.0e}) at {worst[1]}")
     print(f"{n_cases - failures} passed, {failures} failed")
     return 1 if failures else 0
