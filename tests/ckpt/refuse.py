@@ -89,7 +89,7 @@ def main():
 
     # Every key at once, resumed with resume = auto into the reference's own folder.
     changed = {"seed": "7", "rec": REC23.replace("seed=9", "seed=10"), "network": "r18", "embedding_size": "32",
-               "margin_list": "1.0,0.4,0.0", "scale": "32", "margin_grad": "arcface_torch", "easy_margin": "1",
+               "margin_list": "1.0,0.4,0.0", "scale": "32", "margin_grad": "analytic", "easy_margin": "1",
                "interclass_filtering_threshold": "0.1", "sample_rate": "0.25", "sample_shards": "2",
                "optimizer": "adamw", "fc_update": "dense", "gradient_acc": "2", "dropout": "0.1", "batch_size": "2"}
     labels = {"batch_size": "global batch (batch_size x workers): checkpoint 4, this run 2",
