@@ -16,6 +16,7 @@
 
 #include "arcface.pb-c.h"
 #include "arcface/ckpt.h"
+#include "arcface/ckpt_verify.h"
 #include "arcface/h5io.h"
 #include "arcface/worker.h"
 
@@ -45,43 +46,58 @@ static af_status durable_rename(const char *tmp, const char *dst)
     return fsync_path(dirname(d), 1);
 }
 
+static const char *const FC_NAMES[3] = {"/fc/weight", "/fc/momentum", "/fc/exp_avg_sq"};
+
 static af_status write_fc_collective(const af_ctx *ctx, const af_config *cfg, const af_ps_shard *shard,
                                      const char *tmp)
 {
     const hsize_t C = (hsize_t)ctx->num_classes, D = (hsize_t)cfg->embedding_size;
     int adamw = !strcmp(cfg->optimizer, "adamw");
+    char why[512];
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-    H5Pset_fapl_mpio(fapl, ctx->world, MPI_INFO_NULL);
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
-    H5Pclose(fapl);
+    hid_t f = -1;
+    if (fapl >= 0 && H5Pset_fapl_mpio(fapl, ctx->world, MPI_INFO_NULL) >= 0)
+        f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    if (fapl >= 0) H5Pclose(fapl);
     af_status st = AF_OK;
-    if (f < 0) st = af_errorf(AF_ERR_IO, "%s: cannot create checkpoint file (parallel HDF5)", tmp);
+    if (f < 0) st = af_errorf(AF_ERR_IO, "%s: cannot create checkpoint file (parallel HDF5): %s", tmp,
+                              af_h5_error_text(why, sizeof why));
     /* Creation is collective, so every rank reaches it even after a local error. */
     if ((st = af_ctx_agree(ctx, st))) { if (f >= 0) H5Fclose(f); return st; }
     hid_t g = H5Gcreate2(f, "/fc", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     hsize_t dims[2] = {C, D};
     hid_t space = H5Screate_simple(2, dims, NULL);
-    const char *names[3] = {"/fc/weight", "/fc/momentum", "/fc/exp_avg_sq"};
-    hid_t ds[3];
+    hid_t ds[3] = {-1, -1, -1};
     int nds = adamw ? 3 : 2;
-    for (int i = 0; i < nds; i++) ds[i] = H5Dcreate2(f, names[i], H5T_NATIVE_FLOAT, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    if (shard && shard->count > 0) {
+    /* Dataset creation is collective too: every rank creates all of them. */
+    for (int i = 0; i < nds && g >= 0 && space >= 0; i++)
+        ds[i] = H5Dcreate2(f, FC_NAMES[i], H5T_NATIVE_FLOAT, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    for (int i = 0; i < nds && !st; i++)
+        if (ds[i] < 0) st = af_errorf(AF_ERR_IO, "%s: cannot create %s: %s", tmp, FC_NAMES[i], af_h5_error_text(why, sizeof why));
+    if (!st && shard && shard->count > 0) {
         hsize_t start[2] = {(hsize_t)shard->start, 0}, count[2] = {(hsize_t)shard->count, D};
         hid_t fs = H5Scopy(space);
-        H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
         hid_t ms = H5Screate_simple(2, count, NULL);
         const float *src[3] = {shard->w, shard->mom, shard->mom2};
+        if (fs < 0 || ms < 0 || H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) < 0)
+            st = af_errorf(AF_ERR_IO, "%s: rank %d cannot select its rows (HDF5 dataspace)", tmp, ctx->rank);
         for (int i = 0; i < nds && !st; i++)
-            if (ds[i] < 0 || H5Dwrite(ds[i], H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, src[i]) < 0)
-                st = af_errorf(AF_ERR_IO, "%s: rank %d could not write rows [%lld, %lld) of %s", tmp, ctx->rank,
-                               (long long)shard->start, (long long)(shard->start + shard->count), names[i]);
-        H5Sclose(ms);
-        H5Sclose(fs);
+            if (H5Dwrite(ds[i], H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, src[i]) < 0)
+                st = af_errorf(AF_ERR_IO, "%s: rank %d could not write rows [%lld, %lld) of %s: %s", tmp, ctx->rank,
+                               (long long)shard->start, (long long)(shard->start + shard->count), FC_NAMES[i],
+                               af_h5_error_text(why, sizeof why));
+        if (ms >= 0) H5Sclose(ms);
+        if (fs >= 0) H5Sclose(fs);
     }
-    for (int i = 0; i < nds; i++) if (ds[i] >= 0) H5Dclose(ds[i]);
-    H5Sclose(space);
+    for (int i = 0; i < nds; i++)
+        if (ds[i] >= 0 && H5Dclose(ds[i]) < 0 && !st)
+            st = af_errorf(AF_ERR_IO, "%s: closing %s failed: %s", tmp, FC_NAMES[i], af_h5_error_text(why, sizeof why));
+    if (space >= 0) H5Sclose(space);
     if (g >= 0) H5Gclose(g);
-    if (H5Fclose(f) < 0 && !st) st = af_errorf(AF_ERR_IO, "%s: closing the parallel checkpoint failed", tmp);
+    else if (!st) st = af_errorf(AF_ERR_IO, "%s: cannot create group /fc: %s", tmp, af_h5_error_text(why, sizeof why));
+    /* The data reaches the file system here at the latest: a full disk shows up now. */
+    if (H5Fclose(f) < 0 && !st)
+        st = af_errorf(AF_ERR_IO, "%s: closing the parallel checkpoint failed: %s", tmp, af_h5_error_text(why, sizeof why));
     return st;
 }
 
@@ -128,10 +144,11 @@ static af_status write_config_blob(hid_t f, const char *path, const af_ctx *ctx,
 }
 
 static af_status write_serial_part(const af_ctx *ctx, const af_config *cfg, const struct af_worker *w,
-                                   const af_ckpt_state *state, const char *tmp)
+                                   const af_ckpt_state *state, const char *tmp, const uint32_t fc_crc[])
 {
+    char why[512];
     hid_t f = H5Fopen(tmp, H5F_ACC_RDWR, H5P_DEFAULT);
-    if (f < 0) return af_errorf(AF_ERR_IO, "%s: cannot reopen checkpoint for writing", tmp);
+    if (f < 0) return af_errorf(AF_ERR_IO, "%s: cannot reopen checkpoint for writing: %s", tmp, af_h5_error_text(why, sizeof why));
     af_status st;
     const af_backbone *bb = &w->bb;
     hsize_t n = bb->n_trainable;
@@ -157,8 +174,9 @@ static af_status write_serial_part(const af_ctx *ctx, const af_config *cfg, cons
         (st = af_h5_attr_set_i64(f, "backbone_opt_steps", opt_steps)) ||
         (st = af_h5_attr_set_i64(f, "fc_adam_t", adam_t)))
         goto done;
+    st = af_ckpt_seal(f, tmp, strcmp(cfg->optimizer, "adamw") ? 2 : 3, FC_NAMES, fc_crc);
 done:
-    if (H5Fclose(f) < 0 && !st) st = af_errorf(AF_ERR_IO, "%s: close failed", tmp);
+    if (H5Fclose(f) < 0 && !st) st = af_errorf(AF_ERR_IO, "%s: close failed: %s", tmp, af_h5_error_text(why, sizeof why));
     return st;
 }
 
@@ -170,9 +188,11 @@ static af_status update_latest(const af_config *cfg, const char *path)
     FILE *f = fopen(tmp, "w");
     if (!f) return af_errorf(AF_ERR_IO, "%s: cannot write: %s", tmp, strerror(errno));
     const char *base = strrchr(path, '/');
-    fprintf(f, "%s\n", base ? base + 1 : path);
-    if (fclose(f)) return af_errorf(AF_ERR_IO, "%s: write failed", tmp);
-    return durable_rename(tmp, dst);
+    int bad = fprintf(f, "%s\n", base ? base + 1 : path) < 0;
+    bad |= fclose(f) != 0;
+    af_status st = bad ? af_errorf(AF_ERR_IO, "%s: write failed: %s", tmp, strerror(errno)) : durable_rename(tmp, dst);
+    if (st) unlink(tmp);
+    return st;
 }
 
 /* Keeps the newest `keep_checkpoints` checkpoints; names carry the step. */
@@ -215,10 +235,14 @@ af_status af_ckpt_write(const af_ctx *ctx, const af_config *cfg, const af_ps_sha
         else if (mkdir(dir, 0777) && errno != EEXIST) st = af_errorf(AF_ERR_IO, "%s: mkdir: %s", dir, strerror(errno));
     }
     if ((st = af_ctx_agree(ctx, st))) return st;
-    st = write_fc_collective(ctx, cfg, shard, tmp);
-    if ((st = af_ctx_agree(ctx, st))) return st;
-    if (ctx->rank == 0) {
-        st = write_serial_part(ctx, cfg, w, state, tmp);
+    /* Checksums (and the refusal of NaN/Inf state) before anything is written. */
+    uint32_t fc_crc[AF_CKPT_MAX_FC];
+    if ((st = af_ckpt_fc_checksums(ctx, shard, cfg->embedding_size, strcmp(cfg->optimizer, "adamw") ? 2 : 3,
+                                   FC_NAMES, fc_crc, path)))
+        return st;
+    st = af_ctx_agree(ctx, write_fc_collective(ctx, cfg, shard, tmp));
+    if (!st && ctx->rank == 0) {
+        st = write_serial_part(ctx, cfg, w, state, tmp, fc_crc);
         /* Fault injection for the tests: die with the file complete but not yet
          * renamed, as a node failure in the middle of a checkpoint would. */
         const char *kill_at = getenv("ARCFACE_FAULT_KILL_IN_CHECKPOINT");
@@ -226,7 +250,13 @@ af_status af_ckpt_write(const af_ctx *ctx, const af_config *cfg, const af_ps_sha
         if (!st && !(st = durable_rename(tmp, path)) &&
             !(st = update_latest(cfg, path)))
             prune(cfg);
-        if (st) unlink(tmp);
+    }
+    /* A partial file would keep a full disk full: the previous checkpoint and
+     * `latest` are untouched until the rename, so removing it loses nothing. */
+    if (st && ctx->rank == 0 && unlink(tmp) == 0) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", af_errmsg());
+        af_errorf(st, "%s (the partial %s was removed; the previous checkpoint and `latest` are unchanged)", msg, tmp);
     }
     return af_ctx_agree(ctx, st);
 }

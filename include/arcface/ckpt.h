@@ -47,8 +47,6 @@ af_status af_ckpt_write(const af_ctx *ctx, const af_config *cfg, const af_ps_sha
 /* OUTPUT/checkpoints/ckpt_<step>.h5 */
 void af_ckpt_path(const af_config *cfg, int64_t step, char *buf, size_t cap);
 
-#endif
-
 /* ---- Reading and resuming ---- */
 
 typedef struct {
@@ -78,3 +76,5 @@ af_status af_ckpt_load_worker(const char *path, struct af_worker *w, const af_ck
  * (*found = 0 when there is none; a `latest` naming a missing file is an error);
  * "none": *found = 0; anything else: that file, which must exist. */
 af_status af_ckpt_resolve(const af_config *cfg, char *path, size_t cap, int *found);
+
+#endif
