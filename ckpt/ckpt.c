@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <hdf5.h>
@@ -46,6 +47,21 @@ static af_status durable_rename(const char *tmp, const char *dst)
     return fsync_path(dirname(d), 1);
 }
 
+/* After a failed write: MPI-IO reports a short write without errno, and HDF5's
+ * stack then says only "file write failed". A file system with (almost) no
+ * room left at that moment is the reason, and the user must read it as such. */
+static const char *space_note(const char *file, char *buf, size_t cap)
+{
+    char d[4300];
+    snprintf(d, sizeof d, "%s", file);
+    struct statvfs sv;
+    buf[0] = 0;
+    if (!statvfs(dirname(d), &sv) && (double)sv.f_bavail * (double)sv.f_frsize < 4.0 * 1048576)
+        snprintf(buf, cap, " (No space left on device: %.0f bytes free in the checkpoint folder's file system)",
+                 (double)sv.f_bavail * (double)sv.f_frsize);
+    return buf;
+}
+
 static const char *const FC_NAMES[3] = {"/fc/weight", "/fc/momentum", "/fc/exp_avg_sq"};
 
 static af_status write_fc_collective(const af_ctx *ctx, const af_config *cfg, const af_ps_shard *shard,
@@ -53,7 +69,8 @@ static af_status write_fc_collective(const af_ctx *ctx, const af_config *cfg, co
 {
     const hsize_t C = (hsize_t)ctx->num_classes, D = (hsize_t)cfg->embedding_size;
     int adamw = !strcmp(cfg->optimizer, "adamw");
-    char why[512];
+    char why[512], room[512];
+    af_h5_quiet(); /* our messages replace HDF5's stack on every rank */
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     hid_t f = -1;
     if (fapl >= 0 && H5Pset_fapl_mpio(fapl, ctx->world, MPI_INFO_NULL) >= 0)
@@ -83,9 +100,9 @@ static af_status write_fc_collective(const af_ctx *ctx, const af_config *cfg, co
             st = af_errorf(AF_ERR_IO, "%s: rank %d cannot select its rows (HDF5 dataspace)", tmp, ctx->rank);
         for (int i = 0; i < nds && !st; i++)
             if (H5Dwrite(ds[i], H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, src[i]) < 0)
-                st = af_errorf(AF_ERR_IO, "%s: rank %d could not write rows [%lld, %lld) of %s: %s", tmp, ctx->rank,
+                st = af_errorf(AF_ERR_IO, "%s: rank %d could not write rows [%lld, %lld) of %s%s: %s", tmp, ctx->rank,
                                (long long)shard->start, (long long)(shard->start + shard->count), FC_NAMES[i],
-                               af_h5_error_text(why, sizeof why));
+                               space_note(tmp, room, sizeof room), af_h5_error_text(why, sizeof why));
         if (ms >= 0) H5Sclose(ms);
         if (fs >= 0) H5Sclose(fs);
     }
@@ -97,7 +114,8 @@ static af_status write_fc_collective(const af_ctx *ctx, const af_config *cfg, co
     else if (!st) st = af_errorf(AF_ERR_IO, "%s: cannot create group /fc: %s", tmp, af_h5_error_text(why, sizeof why));
     /* The data reaches the file system here at the latest: a full disk shows up now. */
     if (H5Fclose(f) < 0 && !st)
-        st = af_errorf(AF_ERR_IO, "%s: closing the parallel checkpoint failed: %s", tmp, af_h5_error_text(why, sizeof why));
+        st = af_errorf(AF_ERR_IO, "%s: closing the parallel checkpoint failed%s: %s", tmp, space_note(tmp, room, sizeof room),
+                       af_h5_error_text(why, sizeof why));
     return st;
 }
 
@@ -177,6 +195,12 @@ static af_status write_serial_part(const af_ctx *ctx, const af_config *cfg, cons
     st = af_ckpt_seal(f, tmp, strcmp(cfg->optimizer, "adamw") ? 2 : 3, FC_NAMES, fc_crc);
 done:
     if (H5Fclose(f) < 0 && !st) st = af_errorf(AF_ERR_IO, "%s: close failed: %s", tmp, af_h5_error_text(why, sizeof why));
+    char room[512];
+    if (st && space_note(tmp, room, sizeof room)[0] && !strstr(af_errmsg(), "No space left on device")) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", af_errmsg());
+        af_errorf(st, "%s%s", msg, room);
+    }
     return st;
 }
 
