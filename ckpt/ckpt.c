@@ -371,14 +371,19 @@ static af_status read_rows(hid_t f, const char *path, const char *name, int64_t 
         return af_errorf(AF_ERR_FORMAT, "%s: '%s' has the wrong shape for rows [%lld, %lld) of dimension %d", path, name,
                          (long long)start, (long long)(start + count), D);
     if (count == 0) return AF_OK;
-    hid_t ds = H5Dopen2(f, name, H5P_DEFAULT), fs = H5Dget_space(ds);
+    hid_t ds = H5Dopen2(f, name, H5P_DEFAULT), fs = ds < 0 ? -1 : H5Dget_space(ds), ms = -1;
     hsize_t off[2] = {(hsize_t)start, 0}, cnt[2] = {(hsize_t)count, (hsize_t)D};
-    H5Sselect_hyperslab(fs, H5S_SELECT_SET, off, NULL, cnt, NULL);
-    hid_t ms = H5Screate_simple(2, cnt, NULL);
-    herr_t rc = H5Dread(ds, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, out);
-    H5Sclose(ms); H5Sclose(fs); H5Dclose(ds);
-    if (rc < 0) return af_errorf(AF_ERR_IO, "%s: reading rows [%lld, %lld) of '%s' failed", path, (long long)start,
-                                 (long long)(start + count), name);
+    herr_t rc = -1;
+    if (fs >= 0 && H5Sselect_hyperslab(fs, H5S_SELECT_SET, off, NULL, cnt, NULL) >= 0 &&
+        (ms = H5Screate_simple(2, cnt, NULL)) >= 0)
+        rc = H5Dread(ds, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, out);
+    char why[512];
+    af_h5_error_text(why, sizeof why);
+    if (ms >= 0) H5Sclose(ms);
+    if (fs >= 0) H5Sclose(fs);
+    if (ds >= 0) H5Dclose(ds);
+    if (rc < 0) return af_errorf(AF_ERR_IO, "%s: reading rows [%lld, %lld) of '%s' failed: %s", path, (long long)start,
+                                 (long long)(start + count), name, why);
     return AF_OK;
 }
 
