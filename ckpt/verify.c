@@ -32,52 +32,52 @@ static int64_t count_nonfinite(const void *p, size_t n, size_t tsize, int64_t *f
     return bad;
 }
 
-af_status af_ckpt_fc_checksums(const af_ctx *ctx, const af_ps_shard *shard, int D, int nfc, const char *const names[],
-                               uint32_t crc[AF_CKPT_MAX_FC], const char *path)
+af_status af_ckpt_rows_checksums(const af_ctx *ctx, int n, const af_ckpt_rows *items, uint32_t *crc,
+                                 const char *path)
 {
-    /* Per rank: start, count, then per dataset crc and non-finite count. */
-    enum { F = 2 + 2 * AF_CKPT_MAX_FC };
-    int64_t mine[F] = {0};
-    if (shard && shard->count > 0) {
-        const float *arr[AF_CKPT_MAX_FC] = {shard->w, shard->mom, shard->mom2};
-        size_t n = (size_t)shard->count * (size_t)shard->D;
-        mine[0] = shard->start;
-        mine[1] = shard->count;
-        for (int i = 0; i < nfc; i++) {
-            int64_t first = 0;
-            mine[2 + 2 * i] = crc_bytes(0, arr[i], n * sizeof(float));
-            mine[3 + 2 * i] = count_nonfinite(arr[i], n, sizeof(float), &first);
-        }
+    /* Per rank and item: first row, rows, crc, non-finite count. */
+    const int F = 4 * n;
+    int64_t *mine = af_calloc((size_t)(F ? F : 1), sizeof(int64_t), "checkpoint checksums");
+    int64_t *all = af_malloc(sizeof(int64_t) * (size_t)(F ? F : 1) * (size_t)ctx->size, "checkpoint checksum table");
+    af_status st = af_ctx_agree(ctx, mine && all ? AF_OK : AF_ERR_NOMEM);
+    if (st) goto done;
+    for (int i = 0; i < n; i++) {
+        const af_ckpt_rows *it = &items[i];
+        if (!it->data || it->nrows <= 0) continue;
+        size_t elems = (size_t)it->nrows * (size_t)it->row_len;
+        int64_t first = 0;
+        mine[4 * i] = it->row0;
+        mine[4 * i + 1] = it->nrows;
+        mine[4 * i + 2] = crc_bytes(0, it->data, elems * sizeof(float));
+        mine[4 * i + 3] = count_nonfinite(it->data, elems, sizeof(float), &first);
     }
-    int64_t *all = af_malloc(sizeof(int64_t) * F * (size_t)ctx->size, "checkpoint checksum table");
-    af_status st = af_ctx_agree(ctx, all ? AF_OK : AF_ERR_NOMEM);
-    if (st) { free(all); return st; }
-    if (MPI_Allgather(mine, F, MPI_INT64_T, all, F, MPI_INT64_T, ctx->world) != MPI_SUCCESS) {
-        free(all);
-        return af_errorf(AF_ERR_MPI, "rank %d: MPI_Allgather of the checkpoint checksums failed", ctx->rank);
+    if (F && MPI_Allgather(mine, F, MPI_INT64_T, all, F, MPI_INT64_T, ctx->world) != MPI_SUCCESS) {
+        st = af_errorf(AF_ERR_MPI, "rank %d: MPI_Allgather of the checkpoint checksums failed", ctx->rank);
+        goto done;
     }
     /* Every rank sees the same table, so every rank reaches the same verdict. */
-    for (int r = 0; r < ctx->size && !st; r++)
-        for (int i = 0; i < nfc && !st; i++)
-            if (all[r * F + 3 + 2 * i])
+    for (int i = 0; i < n && !st; i++) {
+        for (int r = 0; r < ctx->size && !st; r++) {
+            const int64_t *e = &all[(size_t)r * F + 4 * i];
+            if (e[3])
                 st = af_errorf(AF_ERR_CORRUPT, "%s: rank %d holds %lld non-finite values in rows [%lld, %lld) of %s; "
-                               "refusing to write a checkpoint of NaN/Inf state", path, r,
-                               (long long)all[r * F + 3 + 2 * i], (long long)all[r * F],
-                               (long long)(all[r * F] + all[r * F + 1]), names[i]);
-    for (int i = 0; i < nfc; i++) crc[i] = 0;
-    for (int64_t next = 0; !st && next < ctx->num_classes;) {
-        int r = 0;
-        while (r < ctx->size && !(all[r * F + 1] > 0 && all[r * F] == next)) r++;
-        if (r == ctx->size) {
-            st = af_errorf(AF_ERR_CORRUPT, "%s: no rank wrote fc row %lld (the shards must tile [0, %lld))", path,
-                           (long long)next, (long long)ctx->num_classes);
-            break;
+                               "refusing to write a checkpoint of NaN/Inf state", path, r, (long long)e[3],
+                               (long long)e[0], (long long)(e[0] + e[1]), items[i].name);
         }
-        z_off_t bytes = (z_off_t)all[r * F + 1] * (z_off_t)D * (z_off_t)sizeof(float);
-        for (int i = 0; i < nfc; i++)
-            crc[i] = (uint32_t)crc32_combine(crc[i], (uLong)(uint32_t)all[r * F + 2 + 2 * i], bytes);
-        next += all[r * F + 1];
+        /* The parts in row order (the write plan has checked that they tile). */
+        crc[i] = 0;
+        for (int64_t next = 0; !st;) {
+            int r = 0;
+            while (r < ctx->size && !(all[(size_t)r * F + 4 * i + 1] > 0 && all[(size_t)r * F + 4 * i] == next)) r++;
+            if (r == ctx->size) break;
+            const int64_t *e = &all[(size_t)r * F + 4 * i];
+            z_off_t bytes = (z_off_t)e[1] * (z_off_t)items[i].row_len * (z_off_t)sizeof(float);
+            crc[i] = (uint32_t)crc32_combine(crc[i], (uLong)(uint32_t)e[2], bytes);
+            next += e[1];
+        }
     }
+done:
+    free(mine);
     free(all);
     return st;
 }
@@ -376,7 +376,9 @@ static af_status verdict(const char *path, const char *name, uint32_t stored, ui
     return AF_OK;
 }
 
-static const char *const FC_NAMES[AF_CKPT_MAX_FC] = {"/fc/weight", "/fc/momentum", "/fc/exp_avg_sq"};
+/* Verified in shares by all ranks; any other dataset by rank 0. */
+#define N_FC 3
+static const char *const FC_NAMES[N_FC] = {"/fc/weight", "/fc/momentum", "/fc/exp_avg_sq"};
 
 /* Rank 0: the root attributes, the dataset count, and every non-fc dataset. */
 static af_status verify_serial(hid_t f, const char *path)
@@ -401,7 +403,7 @@ static af_status verify_serial(hid_t f, const char *path)
         st = af_errorf(AF_ERR_CORRUPT, "%s: holds %d datasets, the checkpoint was written with %lld", path, l.n,
                        (long long)want_n);
     for (int i = 0; i < l.n && !st; i++) {
-        if (is_fc(l.names[i], AF_CKPT_MAX_FC, FC_NAMES) >= 0) continue;
+        if (is_fc(l.names[i], N_FC, FC_NAMES) >= 0) continue;
         part_sum s;
         uint32_t want;
         if (!(st = stored_crc(f, path, l.names[i], &want)) && !(st = sum_rows(f, path, l.names[i], 1, 0, 0, &s)))
@@ -417,7 +419,7 @@ static af_status verify_fc(const af_ctx *ctx, hid_t f, const char *path)
     af_status st = AF_OK;
     part_sum *all = af_malloc(sizeof(part_sum) * (size_t)ctx->size, "checkpoint verification table");
     if (!all) return AF_ERR_NOMEM; /* agreed on by the caller */
-    for (int i = 0; i < AF_CKPT_MAX_FC && !st; i++) {
+    for (int i = 0; i < N_FC && !st; i++) {
         const char *name = FC_NAMES[i];
         if (!af_h5_exists(f, name)) continue;
         int rank;

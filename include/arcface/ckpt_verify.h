@@ -27,24 +27,29 @@
 
 #include "arcface/ckpt.h"
 #include "arcface/ctx.h"
-#include "arcface/paramserver.h"
 #include "arcface/status.h"
 
-#define AF_CKPT_MAX_FC 3
+/* One row-split item (the fc and its optimizer state) as this rank holds it:
+ * data (nrows, row_len) float32, rows [row0, row0 + nrows); data NULL or
+ * nrows 0 where the rank holds none. */
+typedef struct {
+    const char *name;
+    const float *data;
+    int64_t row0, nrows, row_len;
+} af_ckpt_rows;
 
-/* Collective over ctx->world. Each rank passes its own shard (NULL or an empty
- * one where it holds no rows) and the arrays written for the nfc /fc datasets
- * in `names` order (weight, momentum, exp_avg_sq), D the embedding size; on every rank, crc[i] is the
- * CRC-32 of the whole dataset i. Fails on every rank, naming the rank, the rows
- * and the dataset, if a shard holds a non-finite value (nothing is written
- * then) or the shards do not tile [0, num_classes). */
-af_status af_ckpt_fc_checksums(const af_ctx *ctx, const af_ps_shard *shard, int D, int nfc, const char *const names[],
-                               uint32_t crc[AF_CKPT_MAX_FC], const char *path);
+/* Collective over ctx->world, with the same n items in the same order on every
+ * rank: crc[i] is the CRC-32 of the whole item i (the ranks' parts joined in row
+ * order). Fails on every rank, naming the rank, the rows and the item, if any
+ * part holds a non-finite value: nothing is written then. */
+af_status af_ckpt_rows_checksums(const af_ctx *ctx, int n, const af_ckpt_rows *items, uint32_t *crc,
+                                 const char *path);
 
 /* Rank 0, file open read-write after everything else is written: gives every
- * dataset its crc32 attribute (the /fc ones from fc_crc, the others by reading
- * them back) and the root its checksum attributes. */
-af_status af_ckpt_seal(hid_t f, const char *path, int nfc, const char *const fc_names[], const uint32_t fc_crc[]);
+ * dataset its crc32 attribute (the row-split ones from rows_crc, computed by
+ * af_ckpt_rows_checksums; the others by reading them back) and the root its
+ * checksum attributes. */
+af_status af_ckpt_seal(hid_t f, const char *path, int nrows, const char *const rows_names[], const uint32_t rows_crc[]);
 
 /* Refuses impossible root attributes (negative step, no classes, ...) naming
  * the file and the attribute. Local. */
