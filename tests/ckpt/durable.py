@@ -10,8 +10,8 @@ fmnist network on synthetic identities, a checkpoint every 2 steps).
                  truncated file: `--resume auto` skips the newest checkpoint
                  naming file and dataset (or attribute), sets it aside as .bad,
                  resumes from the older one and finishes; `--resume FILE` of a
-                 damaged file is refused; all checkpoints damaged: refused, no
-                 fresh start, nothing deleted
+                 damaged file is refused (flipped weight, step = -5); all
+                 checkpoints damaged: refused, no fresh start, nothing deleted
   latest         a missing checkpoints/latest with checkpoints present resumes
                  from the newest instead of starting fresh and pruning
   metrics        after a fallback resume each step appears once in metrics.csv
@@ -147,11 +147,14 @@ def damage_cases(base):
     for i, (what, hurt, needles) in enumerate(cases):
         out = fresh_copy(base, f"damage{i}")
         hurt(ckpt(out, 4))
-        # --resume FILE: refused, naming the file and what is wrong.
-        rc, log, _ = run(out, 6, extra=["--resume", ckpt(out, 4)])
-        err = lines(log, "error")
-        check(rc not in (0, "timeout") and any("ckpt_00000004.h5" in l and all(n in l for n in needles) for l in err),
-              f"{what}: --resume FILE refused (rc {rc}): {err[:1]}")
+        if i in (0, 3):
+            # --resume FILE: refused, naming the file and what is wrong (two cases
+            # suffice: the same verification runs as for auto).
+            rc, log, _ = run(out, 6, extra=["--resume", ckpt(out, 4)])
+            err = lines(log, "error")
+            check(rc not in (0, "timeout") and
+                  any("ckpt_00000004.h5" in l and all(n in l for n in needles) for l in err),
+                  f"{what}: --resume FILE refused (rc {rc}): {err[:1]}")
         # --resume auto: skips it, saying why, and continues from step 2 to the end.
         rc, log, _ = run(out, 6)
         skip = lines(log, "skipping")
