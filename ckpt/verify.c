@@ -536,10 +536,17 @@ static int list_steps(const af_config *cfg, long long *steps, int cap)
 
 static af_status open_and_verify(const af_ctx *ctx, const char *path, af_ckpt_info *info)
 {
+    double t0 = MPI_Wtime();
     af_status st = af_ckpt_read_info(path, info);
     if (!st) st = af_ckpt_info_sane(info, path);
-    if ((st = af_ctx_agree(ctx, st))) return st;
-    return af_ckpt_verify(ctx, path);
+    if ((st = af_ctx_agree(ctx, st)) || (st = af_ckpt_verify(ctx, path))) return st;
+    struct stat sb;
+    if (ctx->rank == 0 && !stat(path, &sb)) {
+        printf("resume: %s verified (%.1f MB in %.2f s over %d ranks)\n", path, sb.st_size / 1e6, MPI_Wtime() - t0,
+               ctx->size);
+        fflush(stdout);
+    }
+    return AF_OK;
 }
 
 af_status af_ckpt_find(const af_ctx *ctx, const af_config *cfg, char *path, size_t cap, int *found,
