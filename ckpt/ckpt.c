@@ -18,12 +18,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <hdf5.h>
 
 #include "arcface.pb-c.h"
 #include "arcface/ckpt.h"
+#include "arcface/ckpt_verify.h"
 #include "arcface/h5io.h"
 
 void af_ckpt_path(const af_config *cfg, int64_t step, char *buf, size_t cap)
@@ -174,27 +176,47 @@ static af_status check_plan(const item_desc *d, int n, const char *path)
 
 static hid_t mem_type(af_state_type t) { return t == AF_STATE_I64 ? H5T_NATIVE_INT64 : H5T_NATIVE_FLOAT; }
 
+/* After a failed write: MPI-IO reports a short write without errno, and HDF5's
+ * stack then says only "file write failed". A file system with (almost) no
+ * room left at that moment is the reason, and the user must read it as such. */
+static const char *space_note(const char *file, char *buf, size_t cap)
+{
+    char d[4300];
+    snprintf(d, sizeof d, "%s", file);
+    struct statvfs sv;
+    buf[0] = 0;
+    if (!statvfs(dirname(d), &sv) && (double)sv.f_bavail * (double)sv.f_frsize < 4.0 * 1048576)
+        snprintf(buf, cap, " (No space left on device: %.0f bytes free in the checkpoint folder's file system)",
+                 (double)sv.f_bavail * (double)sv.f_frsize);
+    return buf;
+}
+
 /* Collective: every rank creates the dataset; a rank holding rows writes them. */
 static af_status write_rows_item(hid_t f, const char *tmp, int rank, const item_desc *d, const af_state_item *mine)
 {
     hsize_t dims[2] = {(hsize_t)d->shape[0], (hsize_t)d->shape[1]};
-    hid_t space = H5Screate_simple(2, dims, NULL), lcpl = H5Pcreate(H5P_LINK_CREATE);
-    H5Pset_create_intermediate_group(lcpl, 1);
-    hid_t ds = H5Dcreate2(f, d->name, mem_type(d->type), space, lcpl, H5P_DEFAULT, H5P_DEFAULT);
-    af_status st = ds < 0 ? af_errorf(AF_ERR_IO, "%s: rank %d cannot create '%s'", tmp, rank, d->name) : AF_OK;
+    char why[512], room[256];
+    hid_t space = H5Screate_simple(2, dims, NULL), lcpl = H5Pcreate(H5P_LINK_CREATE), ds = -1;
+    if (space >= 0 && lcpl >= 0 && H5Pset_create_intermediate_group(lcpl, 1) >= 0)
+        ds = H5Dcreate2(f, d->name, mem_type(d->type), space, lcpl, H5P_DEFAULT, H5P_DEFAULT);
+    af_status st = ds < 0 ? af_errorf(AF_ERR_IO, "%s: rank %d cannot create '%s': %s", tmp, rank, d->name,
+                                      af_h5_error_text(why, sizeof why)) : AF_OK;
     if (!st && mine && mine->nrows > 0) {
         hsize_t start[2] = {(hsize_t)mine->row0, 0}, count[2] = {(hsize_t)mine->nrows, dims[1]};
         hid_t fs = H5Scopy(space), ms = H5Screate_simple(2, count, NULL);
-        if (H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) < 0 ||
+        if (fs < 0 || ms < 0 || H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) < 0 ||
             H5Dwrite(ds, mem_type(d->type), ms, fs, H5P_DEFAULT, mine->data) < 0)
-            st = af_errorf(AF_ERR_IO, "%s: rank %d could not write rows [%lld, %lld) of %s", tmp, rank,
-                           (long long)mine->row0, (long long)(mine->row0 + mine->nrows), d->name);
-        H5Sclose(ms);
-        H5Sclose(fs);
+            st = af_errorf(AF_ERR_IO, "%s: rank %d could not write rows [%lld, %lld) of %s%s: %s", tmp, rank,
+                           (long long)mine->row0, (long long)(mine->row0 + mine->nrows), d->name,
+                           space_note(tmp, room, sizeof room), af_h5_error_text(why, sizeof why));
+        if (ms >= 0) H5Sclose(ms);
+        if (fs >= 0) H5Sclose(fs);
     }
-    if (ds >= 0 && H5Dclose(ds) < 0 && !st) st = af_errorf(AF_ERR_IO, "%s: closing '%s' failed", tmp, d->name);
-    H5Pclose(lcpl);
-    H5Sclose(space);
+    if (ds >= 0 && H5Dclose(ds) < 0 && !st)
+        st = af_errorf(AF_ERR_IO, "%s: closing '%s' failed%s: %s", tmp, d->name, space_note(tmp, room, sizeof room),
+                       af_h5_error_text(why, sizeof why));
+    if (lcpl >= 0) H5Pclose(lcpl);
+    if (space >= 0) H5Sclose(space);
     return st;
 }
 
@@ -254,16 +276,18 @@ static af_status read_item(hid_t f, const char *path, const af_state_item *it, c
                          it->name, got, it->owner, want);
     int64_t hi = it->row0 + it->nrows < g[0] ? it->row0 + it->nrows : g[0];
     if (hi <= it->row0) return AF_OK;
-    hid_t ds = H5Dopen2(f, it->name, H5P_DEFAULT), fs = H5Dget_space(ds);
+    hid_t ds = H5Dopen2(f, it->name, H5P_DEFAULT), fs = ds < 0 ? -1 : H5Dget_space(ds);
     hsize_t off[2] = {(hsize_t)it->row0, 0}, cnt[2] = {(hsize_t)(hi - it->row0), dims[1]};
     hid_t ms = H5Screate_simple(2, cnt, NULL);
-    herr_t rc = H5Sselect_hyperslab(fs, H5S_SELECT_SET, off, NULL, cnt, NULL);
+    herr_t rc = fs < 0 || ms < 0 ? -1 : H5Sselect_hyperslab(fs, H5S_SELECT_SET, off, NULL, cnt, NULL);
     if (rc >= 0) rc = H5Dread(ds, mem_type(it->type), ms, fs, H5P_DEFAULT, it->data);
-    H5Sclose(ms);
-    H5Sclose(fs);
-    H5Dclose(ds);
-    if (rc < 0) return af_errorf(AF_ERR_IO, "%s: reading rows [%lld, %lld) of '%s' failed", path, (long long)it->row0,
-                                 (long long)hi, it->name);
+    char why[512];
+    af_h5_error_text(why, sizeof why);
+    if (ms >= 0) H5Sclose(ms);
+    if (fs >= 0) H5Sclose(fs);
+    if (ds >= 0) H5Dclose(ds);
+    if (rc < 0) return af_errorf(AF_ERR_IO, "%s: reading rows [%lld, %lld) of '%s' failed: %s", path,
+                                 (long long)it->row0, (long long)hi, it->name, why);
     return AF_OK;
 }
 
@@ -313,10 +337,12 @@ static af_status write_config_blob(hid_t f, const char *path, const af_ctx *ctx,
 
 /* Rank 0: whole items, scalars and metadata into the file the collective part made. */
 static af_status write_serial_part(const af_ctx *ctx, const af_config *cfg, const af_state *reg, const item_desc *plan,
-                                   int n_plan, int64_t num_image, const char *tmp)
+                                   int n_plan, int64_t num_image, const char *tmp, int n_rows,
+                                   const char *const rows_names[], const uint32_t rows_crc[])
 {
+    char why[512];
     hid_t f = H5Fopen(tmp, H5F_ACC_RDWR, H5P_DEFAULT);
-    if (f < 0) return af_errorf(AF_ERR_IO, "%s: cannot reopen checkpoint for writing", tmp);
+    if (f < 0) return af_errorf(AF_ERR_IO, "%s: cannot reopen checkpoint for writing: %s", tmp, af_h5_error_text(why, sizeof why));
     af_status st = AF_OK;
     for (int i = 0; i < reg->n && !st; i++)
         if (reg->items[i].kind == AF_STATE_WHOLE) st = write_whole_item(f, tmp, &reg->items[i]);
@@ -332,7 +358,15 @@ static af_status write_serial_part(const af_ctx *ctx, const af_config *cfg, cons
                 (st = af_h5_attr_set_i64(f, "num_servers", ctx->P)) ||
                 (st = af_h5_attr_set_i64(f, "seed", (int64_t)cfg->seed))))
         af_error_wrap(st, "%s", tmp);
-    if (H5Fclose(f) < 0 && !st) st = af_errorf(AF_ERR_IO, "%s: close failed", tmp);
+    /* Last: the checksums cover everything above, root attributes included. */
+    if (!st) st = af_ckpt_seal(f, tmp, n_rows, rows_names, rows_crc);
+    if (H5Fclose(f) < 0 && !st) st = af_errorf(AF_ERR_IO, "%s: close failed: %s", tmp, af_h5_error_text(why, sizeof why));
+    char room[256];
+    if (st && space_note(tmp, room, sizeof room)[0] && !strstr(af_errmsg(), "No space left on device")) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", af_errmsg());
+        af_errorf(st, "%s%s", msg, room);
+    }
     return st;
 }
 
@@ -344,9 +378,11 @@ static af_status update_latest(const af_config *cfg, const char *path)
     FILE *f = fopen(tmp, "w");
     if (!f) return af_errorf(AF_ERR_IO, "%s: cannot write: %s", tmp, strerror(errno));
     const char *base = strrchr(path, '/');
-    fprintf(f, "%s\n", base ? base + 1 : path);
-    if (fclose(f)) return af_errorf(AF_ERR_IO, "%s: write failed", tmp);
-    return durable_rename(tmp, dst);
+    int bad = fprintf(f, "%s\n", base ? base + 1 : path) < 0;
+    bad |= fclose(f) != 0;
+    af_status st = bad ? af_errorf(AF_ERR_IO, "%s: write failed: %s", tmp, strerror(errno)) : durable_rename(tmp, dst);
+    if (st) unlink(tmp);
+    return st;
 }
 
 /* Keeps the newest `keep_checkpoints` checkpoints; names carry the step. */
@@ -394,13 +430,37 @@ af_status af_ckpt_write(const af_ctx *ctx, const af_config *cfg, const af_state 
     if ((st = gather_plan(ctx, reg, &plan, &n_plan))) return st;
     if ((st = af_ctx_agree(ctx, check_plan(plan, n_plan, path)))) goto done;
 
-    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-    H5Pset_fapl_mpio(fapl, ctx->world, MPI_INFO_NULL);
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
-    H5Pclose(fapl);
-    if (f < 0) st = af_errorf(AF_ERR_IO, "%s: cannot create checkpoint file (parallel HDF5)", tmp);
+    /* Checksums of the row-split items, and the refusal of NaN/Inf state, before
+     * anything is written (include/arcface/ckpt_verify.h). */
+    enum { MAX_ROWS_ITEMS = 16 };
+    af_ckpt_rows rows[MAX_ROWS_ITEMS];
+    const char *rows_names[MAX_ROWS_ITEMS];
+    uint32_t rows_crc[MAX_ROWS_ITEMS];
+    int n_rows = 0;
+    for (int i = 0; i < n_plan && !st; i++) {
+        if (plan[i].kind != AF_STATE_ROWS || (i > 0 && !strcmp(plan[i].name, plan[i - 1].name))) continue;
+        if (n_rows == MAX_ROWS_ITEMS) {
+            st = af_errorf(AF_ERR_PROTO, "%s: more than %d row-split items", path, MAX_ROWS_ITEMS);
+            break;
+        }
+        const af_state_item *mine = af_state_find(reg, plan[i].name);
+        rows_names[n_rows] = plan[i].name;
+        rows[n_rows++] = (af_ckpt_rows){.name = plan[i].name, .data = mine ? mine->data : NULL,
+                                        .row0 = mine ? mine->row0 : 0, .nrows = mine ? mine->nrows : 0,
+                                        .row_len = plan[i].shape[1]};
+    }
+    if (st || (st = af_ckpt_rows_checksums(ctx, n_rows, rows, rows_crc, path))) goto done;
+
+    char why[512], room[256];
+    af_h5_quiet(); /* our messages replace HDF5's stack on every rank */
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS), f = -1;
+    if (fapl >= 0 && H5Pset_fapl_mpio(fapl, ctx->world, MPI_INFO_NULL) >= 0)
+        f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    if (fapl >= 0) H5Pclose(fapl);
+    if (f < 0) st = af_errorf(AF_ERR_IO, "%s: cannot create checkpoint file (parallel HDF5): %s", tmp,
+                              af_h5_error_text(why, sizeof why));
     /* Creation is collective, so every rank reaches it even after a local error. */
-    if ((st = af_ctx_agree(ctx, st))) { if (f >= 0) H5Fclose(f); goto done; }
+    if ((st = af_ctx_agree(ctx, st))) { if (f >= 0) H5Fclose(f); goto cleanup; }
     /* Dataset creation is collective too: every rank walks the same plan in the
      * same order, also after a local write error. */
     for (int i = 0; i < n_plan; i++) {
@@ -409,10 +469,13 @@ af_status af_ckpt_write(const af_ctx *ctx, const af_config *cfg, const af_state 
         af_status s = write_rows_item(f, tmp, ctx->rank, &plan[i], mine);
         if (s && !st) st = s;
     }
-    if (H5Fclose(f) < 0 && !st) st = af_errorf(AF_ERR_IO, "%s: closing the parallel checkpoint failed", tmp);
-    if ((st = af_ctx_agree(ctx, st))) goto done;
+    /* The data reaches the file system here at the latest: a full disk shows up now. */
+    if (H5Fclose(f) < 0 && !st)
+        st = af_errorf(AF_ERR_IO, "%s: closing the parallel checkpoint failed%s: %s", tmp,
+                       space_note(tmp, room, sizeof room), af_h5_error_text(why, sizeof why));
+    if ((st = af_ctx_agree(ctx, st))) goto cleanup;
     if (ctx->rank == 0) {
-        st = write_serial_part(ctx, cfg, reg, plan, n_plan, num_image, tmp);
+        st = write_serial_part(ctx, cfg, reg, plan, n_plan, num_image, tmp, n_rows, rows_names, rows_crc);
         /* Fault injection for the tests: die with the file complete but not yet
          * renamed, as a node failure in the middle of a checkpoint would. */
         const char *kill_at = getenv("ARCFACE_FAULT_KILL_IN_CHECKPOINT");
@@ -420,9 +483,16 @@ af_status af_ckpt_write(const af_ctx *ctx, const af_config *cfg, const af_state 
         if (!st && !(st = durable_rename(tmp, path)) &&
             !(st = update_latest(cfg, path)))
             prune(cfg);
-        if (st) unlink(tmp);
     }
     st = af_ctx_agree(ctx, st);
+cleanup:
+    /* A partial file would keep a full disk full: the previous checkpoint and
+     * `latest` are untouched until the rename, so removing it loses nothing. */
+    if (st && ctx->rank == 0 && unlink(tmp) == 0) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", af_errmsg());
+        af_errorf(st, "%s (the partial %s was removed; the previous checkpoint and `latest` are unchanged)", msg, tmp);
+    }
 done:
     free(plan);
     return st;

@@ -1,11 +1,44 @@
-/* Checked HDF5 helpers; see include/arcface/h5io.h. */
+/* Checked HDF5 helpers; see include/arcface/h5io.h. Every HDF5 call's return
+ * code is checked and every size computed from a file is checked for overflow
+ * before it reaches malloc: the files are input, and a crafted one must not make
+ * us allocate less than H5Dread then writes. */
 #include "arcface/h5io.h"
 
+#include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 void af_h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
+
+typedef struct {
+    char *buf;
+    size_t cap, used;
+} stack_text;
+
+static herr_t stack_walk(unsigned n, const H5E_error2_t *e, void *user)
+{
+    (void)n;
+    stack_text *t = user;
+    if (t->used + 1 >= t->cap || !e->desc || !e->desc[0]) return 0;
+    int k = snprintf(t->buf + t->used, t->cap - t->used, "%s%s", t->used ? "; " : "", e->desc);
+    if (k > 0) t->used += (size_t)k < t->cap - t->used ? (size_t)k : t->cap - t->used - 1;
+    return 0;
+}
+
+const char *af_h5_error_text(char *buf, size_t cap)
+{
+    if (!cap) return buf;
+    buf[0] = 0;
+    stack_text t = {buf, cap, 0};
+    /* The innermost entries carry the operating system's reason (errno text). */
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, stack_walk, &t);
+    if (errno == ENOSPC && !strstr(buf, "No space left on device"))
+        snprintf(buf + t.used, cap - t.used, "%sNo space left on device", t.used ? "; " : "");
+    return buf;
+}
 
 af_status af_h5_open_read(const char *path, hid_t *out)
 {
@@ -76,10 +109,16 @@ af_status af_h5_shape(hid_t file, const char *path, const char *name, int *rank,
     hid_t ds = H5Dopen2(file, name, H5P_DEFAULT);
     if (ds < 0) return af_errorf(AF_ERR_FORMAT, "%s: '%s' is not a dataset", path, name);
     hid_t sp = H5Dget_space(ds);
+    if (sp < 0) {
+        H5Dclose(ds);
+        return af_errorf(AF_ERR_FORMAT, "%s: cannot read the shape of dataset '%s'", path, name);
+    }
     int r = H5Sget_simple_extent_ndims(sp);
     af_status st = AF_OK;
     if (r < 0 || r > AF_H5_MAXRANK) st = af_errorf(AF_ERR_FORMAT, "%s: dataset '%s' has unsupported rank %d", path, name, r);
-    else { H5Sget_simple_extent_dims(sp, dims, NULL); *rank = r; }
+    else if (H5Sget_simple_extent_dims(sp, dims, NULL) < 0)
+        st = af_errorf(AF_ERR_FORMAT, "%s: cannot read the dimensions of dataset '%s'", path, name);
+    else *rank = r;
     H5Sclose(sp);
     H5Dclose(ds);
     return st;
@@ -88,6 +127,7 @@ af_status af_h5_shape(hid_t file, const char *path, const char *name, int *rank,
 static af_status check_class(hid_t ds, const char *path, const char *name, af_h5_type type)
 {
     hid_t ft = H5Dget_type(ds);
+    if (ft < 0) return af_errorf(AF_ERR_FORMAT, "%s: cannot read the type of dataset '%s'", path, name);
     H5T_class_t cls = H5Tget_class(ft);
     H5Tclose(ft);
     int want_float = type == AF_H5_F32 || type == AF_H5_F64;
@@ -112,12 +152,19 @@ static af_status read_common(hid_t file, const char *path, const char *name, af_
             return af_errorf(AF_ERR_FORMAT, "%s: dataset '%s' dimension %d is %llu, expected %llu", path, name, i,
                              (unsigned long long)d[i], (unsigned long long)want[i]);
         if (dims) dims[i] = d[i];
-        n *= d[i];
+        if (d[i] > SIZE_MAX || __builtin_mul_overflow(n, (size_t)d[i], &n))
+            return af_errorf(AF_ERR_FORMAT, "%s: dataset '%s' has %d dimensions whose product overflows (dimension %d is %llu)",
+                             path, name, r, i, (unsigned long long)d[i]);
     }
+    size_t bytes;
+    if (__builtin_mul_overflow(n, type_size(type), &bytes) || bytes > (size_t)PTRDIFF_MAX)
+        return af_errorf(AF_ERR_FORMAT, "%s: dataset '%s' holds %zu elements, too many bytes as %s", path, name, n,
+                         type_name(type));
     hid_t ds = H5Dopen2(file, name, H5P_DEFAULT);
+    if (ds < 0) return af_errorf(AF_ERR_FORMAT, "%s: cannot open dataset '%s'", path, name);
     if ((st = check_class(ds, path, name, type))) { H5Dclose(ds); return st; }
     void *buf = into;
-    if (!buf && !(buf = af_malloc(n * type_size(type), name))) { H5Dclose(ds); return AF_ERR_NOMEM; }
+    if (!buf && !(buf = af_malloc(bytes ? bytes : 1, name))) { H5Dclose(ds); return AF_ERR_NOMEM; }
     if (n && H5Dread(ds, mem_type(type), H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) {
         if (!into) free(buf);
         H5Dclose(ds);
@@ -144,16 +191,20 @@ af_status af_h5_write(hid_t file, const char *path, const char *name, af_h5_type
                       const hsize_t dims[], const void *buf)
 {
     hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
-    H5Pset_create_intermediate_group(lcpl, 1);
     hid_t sp = rank == 0 ? H5Screate(H5S_SCALAR) : H5Screate_simple(rank, dims, NULL);
-    hid_t ds = H5Dcreate2(file, name, mem_type(type), sp, lcpl, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t ds = -1;
     af_status st = AF_OK;
-    if (ds < 0) st = af_errorf(AF_ERR_IO, "%s: cannot create dataset '%s'", path, name);
+    char why[512];
+    if (lcpl < 0 || sp < 0 || H5Pset_create_intermediate_group(lcpl, 1) < 0)
+        st = af_errorf(AF_ERR_IO, "%s: cannot prepare dataset '%s' (HDF5 property or dataspace)", path, name);
+    else if ((ds = H5Dcreate2(file, name, mem_type(type), sp, lcpl, H5P_DEFAULT, H5P_DEFAULT)) < 0)
+        st = af_errorf(AF_ERR_IO, "%s: cannot create dataset '%s': %s", path, name, af_h5_error_text(why, sizeof why));
     else if (H5Dwrite(ds, mem_type(type), H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0)
-        st = af_errorf(AF_ERR_IO, "%s: cannot write dataset '%s'", path, name);
-    if (ds >= 0) H5Dclose(ds);
-    H5Sclose(sp);
-    H5Pclose(lcpl);
+        st = af_errorf(AF_ERR_IO, "%s: cannot write dataset '%s': %s", path, name, af_h5_error_text(why, sizeof why));
+    if (ds >= 0 && H5Dclose(ds) < 0 && !st)
+        st = af_errorf(AF_ERR_IO, "%s: cannot close dataset '%s': %s", path, name, af_h5_error_text(why, sizeof why));
+    if (sp >= 0) H5Sclose(sp);
+    if (lcpl >= 0) H5Pclose(lcpl);
     return st;
 }
 
@@ -163,12 +214,13 @@ static af_status attr_read(hid_t obj, const char *path, const char *name, hid_t 
 {
     if (!af_h5_attr_exists(obj, name)) return af_errorf(AF_ERR_FORMAT, "%s: missing attribute '%s'", path, name);
     hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
+    if (a < 0) return af_errorf(AF_ERR_FORMAT, "%s: cannot open attribute '%s'", path, name);
     hid_t ft = H5Aget_type(a);
-    H5T_class_t cls = H5Tget_class(ft);
-    H5Tclose(ft);
+    H5T_class_t cls = ft < 0 ? H5T_NO_CLASS : H5Tget_class(ft);
+    if (ft >= 0) H5Tclose(ft);
     hid_t sp = H5Aget_space(a);
-    hssize_t n = H5Sget_simple_extent_npoints(sp);
-    H5Sclose(sp);
+    hssize_t n = sp < 0 ? -1 : H5Sget_simple_extent_npoints(sp);
+    if (sp >= 0) H5Sclose(sp);
     af_status st = AF_OK;
     if (n != 1) st = af_errorf(AF_ERR_FORMAT, "%s: attribute '%s' must be a scalar, has %lld elements", path, name, (long long)n);
     else if (cls != H5T_FLOAT && cls != H5T_INTEGER)
@@ -194,29 +246,38 @@ af_status af_h5_attr_get_str(hid_t obj, const char *path, const char *name, char
 {
     if (!af_h5_attr_exists(obj, name)) return af_errorf(AF_ERR_FORMAT, "%s: missing attribute '%s'", path, name);
     hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
+    if (a < 0) return af_errorf(AF_ERR_FORMAT, "%s: cannot open attribute '%s'", path, name);
     hid_t ft = H5Aget_type(a);
+    if (ft < 0) {
+        H5Aclose(a);
+        return af_errorf(AF_ERR_FORMAT, "%s: cannot read the type of attribute '%s'", path, name);
+    }
     af_status st = AF_OK;
     if (H5Tget_class(ft) != H5T_STRING) {
         st = af_errorf(AF_ERR_FORMAT, "%s: attribute '%s' must be a string", path, name);
     } else if (H5Tis_variable_str(ft) > 0) {
         char *s = NULL;
         hid_t mt = H5Tcopy(H5T_C_S1);
-        H5Tset_size(mt, H5T_VARIABLE);
-        H5Tset_cset(mt, H5Tget_cset(ft)); /* h5py writes UTF-8; HDF5 will not convert */
-        if (H5Aread(a, mt, &s) < 0 || !s) st = af_errorf(AF_ERR_IO, "%s: cannot read attribute '%s'", path, name);
+        /* h5py writes UTF-8; HDF5 will not convert between character sets */
+        if (mt < 0 || H5Tset_size(mt, H5T_VARIABLE) < 0 || H5Tset_cset(mt, H5Tget_cset(ft)) < 0 ||
+            H5Aread(a, mt, &s) < 0 || !s)
+            st = af_errorf(AF_ERR_IO, "%s: cannot read attribute '%s'", path, name);
         else { snprintf(buf, cap, "%s", s); H5free_memory(s); }
-        H5Tclose(mt);
+        if (mt >= 0) H5Tclose(mt);
     } else {
         size_t sz = H5Tget_size(ft);
-        char *tmp = af_malloc(sz + 1, name);
-        if (!tmp) st = AF_ERR_NOMEM;
+        char *tmp = sz == 0 || sz == SIZE_MAX ? NULL : af_malloc(sz + 1, name);
+        if (!tmp) st = sz ? AF_ERR_NOMEM : af_errorf(AF_ERR_FORMAT, "%s: attribute '%s' has no size", path, name);
         else {
+            /* Read with NULL padding into a buffer one byte longer: a NULL-terminated
+             * memory type of the file's size would drop the last character of a string
+             * stored without a terminator (h5py's fixed-length "S3" for "r50"). */
             hid_t mt = H5Tcopy(H5T_C_S1);
-            H5Tset_size(mt, sz);
-            H5Tset_cset(mt, H5Tget_cset(ft));
-            if (H5Aread(a, mt, tmp) < 0) st = af_errorf(AF_ERR_IO, "%s: cannot read attribute '%s'", path, name);
+            if (mt < 0 || H5Tset_size(mt, sz) < 0 || H5Tset_strpad(mt, H5T_STR_NULLPAD) < 0 ||
+                H5Tset_cset(mt, H5Tget_cset(ft)) < 0 || H5Aread(a, mt, tmp) < 0)
+                st = af_errorf(AF_ERR_IO, "%s: cannot read attribute '%s'", path, name);
             else { tmp[sz] = 0; snprintf(buf, cap, "%s", tmp); }
-            H5Tclose(mt);
+            if (mt >= 0) H5Tclose(mt);
             free(tmp);
         }
     }
@@ -227,13 +288,16 @@ af_status af_h5_attr_get_str(hid_t obj, const char *path, const char *name, char
 
 static af_status attr_write(hid_t obj, const char *name, hid_t t, const void *v)
 {
-    if (af_h5_attr_exists(obj, name)) H5Adelete(obj, name);
+    char why[512];
+    if (af_h5_attr_exists(obj, name) && H5Adelete(obj, name) < 0)
+        return af_errorf(AF_ERR_IO, "cannot replace attribute '%s': %s", name, af_h5_error_text(why, sizeof why));
     hid_t sp = H5Screate(H5S_SCALAR);
-    hid_t a = H5Acreate2(obj, name, t, sp, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t a = sp < 0 ? -1 : H5Acreate2(obj, name, t, sp, H5P_DEFAULT, H5P_DEFAULT);
     af_status st = AF_OK;
-    if (a < 0 || H5Awrite(a, t, v) < 0) st = af_errorf(AF_ERR_IO, "cannot write attribute '%s'", name);
-    if (a >= 0) H5Aclose(a);
-    H5Sclose(sp);
+    if (a < 0 || H5Awrite(a, t, v) < 0)
+        st = af_errorf(AF_ERR_IO, "cannot write attribute '%s': %s", name, af_h5_error_text(why, sizeof why));
+    if (a >= 0 && H5Aclose(a) < 0 && !st) st = af_errorf(AF_ERR_IO, "cannot close attribute '%s'", name);
+    if (sp >= 0) H5Sclose(sp);
     return st;
 }
 
@@ -243,8 +307,10 @@ af_status af_h5_attr_set_i64(hid_t obj, const char *name, int64_t v) { return at
 af_status af_h5_attr_set_str(hid_t obj, const char *name, const char *v)
 {
     hid_t t = H5Tcopy(H5T_C_S1);
-    H5Tset_size(t, strlen(v) + 1);
-    H5Tset_strpad(t, H5T_STR_NULLTERM);
+    if (t < 0 || H5Tset_size(t, strlen(v) + 1) < 0 || H5Tset_strpad(t, H5T_STR_NULLTERM) < 0) {
+        if (t >= 0) H5Tclose(t);
+        return af_errorf(AF_ERR_IO, "cannot make the string type of attribute '%s'", name);
+    }
     af_status st = attr_write(obj, name, t, v);
     H5Tclose(t);
     return st;

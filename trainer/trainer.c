@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "arcface/ckpt.h"
+#include "arcface/ckpt_verify.h"
 #include "arcface/config.h"
 #include "arcface/ctx.h"
 #include "arcface/data.h"
@@ -85,6 +86,20 @@ static af_status mkdir_p(const char *path)
     return AF_OK;
 }
 
+/* Products of configuration values end up as int element counts (MPI counts,
+ * batch x embedding buffers): refuse values whose products do not fit. */
+static af_status check_sizes(const job *j)
+{
+    const af_config *c = &j->cfg;
+    int64_t G = (int64_t)c->batch_size * j->ctx.W;
+    int64_t worst = G * (int64_t)(c->embedding_size > c->gradient_acc ? c->embedding_size : c->gradient_acc);
+    if (G > INT32_MAX || worst > INT32_MAX)
+        return af_errorf(AF_ERR_ARG, "configuration keys 'batch_size' (%d) x %d workers x 'embedding_size' (%d) or "
+                         "'gradient_acc' (%d) = %lld exceeds %d, the largest element count this job can address",
+                         c->batch_size, j->ctx.W, c->embedding_size, c->gradient_acc, (long long)worst, INT32_MAX);
+    return AF_OK;
+}
+
 /* Rank 0: output folder, resolved configuration, metrics header. */
 static af_status prepare_output(job *j)
 {
@@ -115,6 +130,45 @@ static af_status prepare_output(job *j)
         fprintf(j->metrics, "\n");
     }
     fflush(stdout);
+    return AF_OK;
+}
+
+/* Rank 0, at the start: metrics.csv keeps its header and the rows of steps up to
+ * `step` (the resumed checkpoint's, 0 for a fresh start), so that each step
+ * appears once however often the job was interrupted. Rewritten under a
+ * temporary name and renamed, so an interruption here loses nothing. */
+static af_status metrics_truncate(job *j, int64_t step)
+{
+    char path[AF_CFG_STR + 32], tmp[AF_CFG_STR + 40], line[8192];
+    snprintf(path, sizeof path, "%s/metrics.csv", j->cfg.output);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    fflush(j->metrics); /* the header prepare_output wrote */
+    FILE *in = fopen(path, "r"), *out = in ? fopen(tmp, "w") : NULL;
+    if (!out) {
+        if (in) fclose(in);
+        return af_errorf(AF_ERR_IO, "%s: cannot rewrite for the resume: %s", in ? tmp : path, strerror(errno));
+    }
+    int64_t dropped = 0, first = 1;
+    while (fgets(line, sizeof line, in)) {
+        char *end;
+        long long s = strtoll(line, &end, 10);
+        /* The header (and anything that is not a step row) is kept as is. */
+        if (first || end == line || *end != ',' || s <= step) fputs(line, out);
+        else dropped++;
+        first = 0;
+    }
+    int bad = ferror(in) | ferror(out);
+    fclose(in);
+    bad |= fclose(out) != 0;
+    if (bad || rename(tmp, path)) {
+        unlink(tmp);
+        return af_errorf(AF_ERR_IO, "%s: rewriting it failed: %s", path, strerror(errno));
+    }
+    if (dropped) printf("metrics: dropped %lld rows after step %lld from %s (they are run again)\n", (long long)dropped,
+                        (long long)step, path);
+    fclose(j->metrics);
+    j->metrics = fopen(path, "a");
+    if (!j->metrics) return af_errorf(AF_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     return AF_OK;
 }
 
@@ -413,21 +467,29 @@ af_status af_trainer_run(const af_config *cfg, MPI_Comm world, af_trainer_outcom
     } else {
         af_error_wrap(st, "%s: configuration key 'rec'", af_config_where(&j->cfg, "rec"));
     }
+    /* The dataset's own message must survive the layout check that follows
+     * (which, with 0 classes, fails too). */
+    char first_msg[1024];
+    snprintf(first_msg, sizeof first_msg, "%s", st ? af_errmsg() : "");
     af_status cst = af_ctx_init(&j->ctx, world, j->cfg.ps, C);
     if (cst && !st) st = cst;
+    else if (st) af_errorf(st, "%s", first_msg);
     if (!cst) st = af_ctx_agree(&j->ctx, st);
     if (!st) st = parse_val_targets(j);
+    if (!st) st = check_sizes(j);
     if (!st) {
-        /* Every rank resolves and checks the same checkpoint; a missing or
-         * unreadable one is an error, never a silent fresh start. Checked
-         * before the output folder is touched: a refused resume writes nothing. */
-        st = af_ckpt_resolve(&j->cfg, j->resume_path, sizeof j->resume_path, &j->resume);
-        if (!st && j->resume && !(st = af_ckpt_read_info(j->resume_path, &j->info)))
-            st = af_resume_check(&j->info, &j->cfg, &j->ctx, j->resume_path, rank == 0);
+        /* Every rank finds, verifies and checks the same checkpoint; with
+         * checkpoints present, none that verifies is an error, never a silent
+         * fresh start (include/arcface/ckpt_verify.h). Checked before the output
+         * folder is touched: a refused resume writes nothing. */
+        st = af_ckpt_find(&j->ctx, &j->cfg, j->resume_path, sizeof j->resume_path, &j->resume, &j->info);
+        if (!st && j->resume) st = af_resume_check(&j->info, &j->cfg, &j->ctx, j->resume_path, rank == 0);
     }
     if (!cst) st = af_ctx_agree(&j->ctx, st);
     if (!st && rank == 0) st = prepare_output(j);
-    if (!cst && !st) st = af_ctx_agree(&j->ctx, st);
+    /* Every rank agrees, including one whose own step above failed: a rank that
+     * skipped this while the others waited in it would hang the job. */
+    if (!cst) st = af_ctx_agree(&j->ctx, st);
     if (!st) {
         if (rank == 0) {
             if (j->resume)
@@ -438,6 +500,8 @@ af_status af_trainer_run(const af_config *cfg, MPI_Comm world, af_trainer_outcom
                 printf("resume: no checkpoint (resume = %s), starting fresh\n", j->cfg.resume);
             fflush(stdout);
         }
+        if (!st && rank == 0) st = metrics_truncate(j, j->resume ? j->info.step : 0);
+        st = af_ctx_agree(&j->ctx, st);
     }
     if (st) {
         /* Everything up to here checks what the configuration names (dataset,

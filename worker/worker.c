@@ -431,7 +431,24 @@ af_status af_worker_step(af_worker *w, int64_t opt_step, float lr, double *loss)
     t0 = MPI_Wtime();
     float *g = w->bb.grads, *p = w->bb.params;
     size_t n = w->bb.n_trainable;
-    w->last_grad_norm = cfg->clip_grad > 0 ? af_clip_grad_norm(g, n, cfg->clip_grad) : 0;
+    /* A non-finite loss or gradient would reach every weight through the update
+     * and then a checkpoint: stop before the optimizer touches anything. The
+     * loss and the all-reduced gradients are equal on all workers, so all of
+     * them stop here together. */
+    if (!isfinite(total_loss))
+        return af_errorf(AF_ERR_CORRUPT, "the loss is %g, not finite; stopped before the update, so no checkpoint "
+                         "holds NaN/Inf state (is lr = %g or scale = %g too large?)", total_loss / w->acc, (double)lr,
+                         (double)cfg->scale);
+    double gnorm = 0;
+    if (cfg->clip_grad > 0) gnorm = w->last_grad_norm = af_clip_grad_norm(g, n, cfg->clip_grad);
+    else {
+        for (size_t i = 0; i < n; i++) gnorm += (double)g[i] * g[i];
+        w->last_grad_norm = 0;
+    }
+    if (!isfinite(gnorm))
+        return af_errorf(AF_ERR_CORRUPT, "the backbone gradient norm is %g, not finite; stopped before the update, so "
+                         "no checkpoint holds NaN/Inf state (is lr = %g or scale = %g too large?)", gnorm, (double)lr,
+                         (double)cfg->scale);
     if (!strcmp(cfg->optimizer, "sgd")) af_sgd_step(&w->sgd, p, g, lr, cfg->momentum, cfg->weight_decay);
     else af_adamw_step(&w->adamw, p, g, lr, 0.9f, 0.999f, 1e-8f, cfg->weight_decay);
     if ((st = commit(w, opt_step, lr))) return st;

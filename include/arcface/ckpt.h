@@ -13,6 +13,9 @@
  *                         format_version, num_classes, embedding_size, network,
  *                         num_workers, num_servers, seed
  *   /config               the TrainConfig protobuf (proto/arcface.proto), uint8
+ * Every dataset carries a `crc32` attribute and the root `checksum`, `datasets`
+ * and `attributes_crc32`; they are verified before a resume
+ * (include/arcface/ckpt_verify.h).
  * Row-split items (the fc) are written collectively by all ranks with parallel
  * HDF5 (MPI-IO), each writing its own rows; world rank 0 then adds the rest.
  * Atomic: written under a temporary name, fsynced, renamed, the directory

@@ -16,6 +16,10 @@
 typedef enum { AF_H5_F32, AF_H5_F64, AF_H5_I64, AF_H5_I32, AF_H5_U8 } af_h5_type;
 
 void af_h5_quiet(void);
+/* The current thread's HDF5 error stack as one line (the operating system's
+ * reason, e.g. "No space left on device", included where HDF5 recorded it);
+ * for messages after a failed HDF5 call. Returns buf. */
+const char *af_h5_error_text(char *buf, size_t cap);
 
 /* Opens an existing file read-only (serial). On failure *out is -1. */
 af_status af_h5_open_read(const char *path, hid_t *out);

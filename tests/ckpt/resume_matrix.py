@@ -41,7 +41,9 @@ COMMON = ["--network", "fmnist", "--embedding_size", "16", "--num_classes", "23"
           "--rec", "synthetic:ids=23,per_id=4,size=28,channels=1,seed=9"]
 # Written by ckpt/ itself from the configuration, not by an owner.
 METADATA = {"format_version", "num_classes", "embedding_size", "network", "num_workers", "num_servers", "seed",
-            "config"}
+            "config",
+            # the checksums of the file itself (ckpt/verify.c)
+            "checksum", "datasets", "attributes_crc32"}
 
 
 def run(out, W, P, extra, env=None):
