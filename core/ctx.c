@@ -1,6 +1,9 @@
 /* Communicators, roles and the class-to-server map (include/arcface/ctx.h). */
 #include "arcface/ctx.h"
 
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "arcface/pfc.h"
@@ -58,4 +61,47 @@ af_status af_ctx_agree(const af_ctx *c, af_status local)
     if (first == c->size) return AF_OK;
     if (local) return local;
     return af_errorf(AF_ERR_MPI, "rank %d stopped because rank %d failed (see its message)", c->rank, first);
+}
+
+/* Parsed once: the variable is read before any thread but the main one runs. */
+static struct {
+    int parsed, rank;
+    long long step;
+    char phase[32], action[32];
+} fault;
+
+int af_ctx_fault_hit(const af_ctx *c, const char *phase, int64_t step, const char **action)
+{
+    if (!fault.parsed) {
+        fault.parsed = 1;
+        fault.rank = -1;
+        const char *v = getenv("ARCFACE_FAULT");
+        if (v && *v) {
+            fault.action[0] = 0;
+            int n = sscanf(v, "%d:%31[a-z]:%lld:%31[a-z]", &fault.rank, fault.phase, &fault.step, fault.action);
+            if (n < 3) {
+                fprintf(stderr, "arcface: ignoring ARCFACE_FAULT='%s' (expected RANK:PHASE:STEP[:ACTION])\n", v);
+                fault.rank = -1;
+            }
+            if (n == 3) strcpy(fault.action, "kill");
+        }
+    }
+    if (fault.rank != c->rank || fault.step != step || strcmp(fault.phase, phase)) return 0;
+    if (action) *action = fault.action;
+    return 1;
+}
+
+af_status af_ctx_fault(const af_ctx *c, const char *phase, int64_t step)
+{
+    const char *action;
+    if (!af_ctx_fault_hit(c, phase, step, &action)) return AF_OK;
+    if (!strcmp(action, "kill")) {
+        fprintf(stderr, "arcface: rank %d: ARCFACE_FAULT: SIGKILL at %s of step %lld\n", c->rank, phase, (long long)step);
+        fflush(stderr);
+        raise(SIGKILL);
+    }
+    if (!strcmp(action, "error"))
+        return af_errorf(AF_ERR_IO, "rank %d: injected error at %s of step %lld (ARCFACE_FAULT)", c->rank, phase,
+                         (long long)step);
+    return AF_OK;
 }

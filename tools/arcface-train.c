@@ -236,9 +236,11 @@ static af_status evaluate(job *j, int64_t step, const char *ckpt_path)
         /* The others wait for worker 0 without burning the cores it evaluates on. */
         MPI_Request rq;
         int done = 0, fail = st != AF_OK, any;
-        MPI_Iallreduce(&fail, &any, 1, MPI_INT, MPI_MAX, j->ctx.workers, &rq);
+        if (MPI_Iallreduce(&fail, &any, 1, MPI_INT, MPI_MAX, j->ctx.workers, &rq) != MPI_SUCCESS)
+            return af_errorf(AF_ERR_MPI, "worker rank %d: the all-reduce after evaluation failed", j->ctx.rank);
         while (!done) {
-            MPI_Test(&rq, &done, MPI_STATUS_IGNORE);
+            if (MPI_Test(&rq, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS)
+                return af_errorf(AF_ERR_MPI, "worker rank %d: waiting for worker 0's evaluation failed", j->ctx.rank);
             if (!done) {
                 struct timespec ts = {0, 2000000};
                 nanosleep(&ts, NULL);
@@ -338,7 +340,8 @@ static af_status run_worker(job *j)
         if (log_now && j->cfg.profile && j->ctx.W > 1) {
             /* Traffic is per worker; the log shows the job's total. */
             uint64_t mine[3] = {w->bytes_pulled, w->bytes_pushed, w->msg_header_bytes}, sum[3];
-            MPI_Allreduce(mine, sum, 3, MPI_UINT64_T, MPI_SUM, j->ctx.workers);
+            if (MPI_Allreduce(mine, sum, 3, MPI_UINT64_T, MPI_SUM, j->ctx.workers) != MPI_SUCCESS)
+                return af_errorf(AF_ERR_MPI, "worker rank %d: the traffic all-reduce failed", j->ctx.rank);
             j->traffic[0] = sum[0]; j->traffic[1] = sum[1]; j->traffic[2] = sum[2];
         } else {
             j->traffic[0] = w->bytes_pulled; j->traffic[1] = w->bytes_pushed; j->traffic[2] = w->msg_header_bytes;
@@ -349,9 +352,14 @@ static af_status run_worker(job *j)
             win_steps = 0;
             win_loss = 0;
         }
-        /* A signal may reach any subset of workers: agree on it every step. */
-        int sig = stop_signal;
-        if (j->ctx.W > 1) MPI_Allreduce(MPI_IN_PLACE, &sig, 1, MPI_INT, MPI_MAX, j->ctx.workers);
+        /* A signal may reach any subset of workers, or a server, which passes
+         * it on: agree on it every step. */
+        int sig = stop_signal, fwd;
+        if (j->ctx.P > 0 && (st = af_worker_poll_stop(w, &fwd))) return st;
+        if (!sig && j->ctx.P > 0) sig = fwd;
+        if (j->ctx.W > 1 &&
+            MPI_Allreduce(MPI_IN_PLACE, &sig, 1, MPI_INT, MPI_MAX, j->ctx.workers) != MPI_SUCCESS)
+            return af_errorf(AF_ERR_MPI, "worker rank %d: the all-reduce agreeing on signals failed", j->ctx.rank);
         if (sig && !last) {
             if ((!ckpt_now && (st = checkpoint(j, s + 1))) || (st = af_worker_shutdown(w, s + 1, 1))) return st;
             return af_errorf(AF_ERR_INTERRUPTED, "stopped by signal %d after the checkpoint of step %lld", sig,
@@ -387,7 +395,16 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return usage();
     int provided;
-    MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+    if (MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
+        fprintf(stderr, "arcface-train: error: MPI_Init_thread failed\n");
+        return EXIT_ERROR;
+    }
+    /* The loader's threads never call MPI, so FUNNELED is all this needs. */
+    if (provided < MPI_THREAD_FUNNELED) {
+        fprintf(stderr, "arcface-train: error: the MPI library provides thread level %d, MPI_THREAD_FUNNELED (%d) is "
+                        "needed for the data loader's threads\n", provided, MPI_THREAD_FUNNELED);
+        MPI_Abort(MPI_COMM_WORLD, EXIT_ERROR);
+    }
     struct sigaction sa = {0};
     sa.sa_handler = on_stop_signal;
     sigemptyset(&sa.sa_mask);
@@ -416,6 +433,7 @@ int main(int argc, char **argv)
         af_error_wrap(st, "configuration key 'rec'");
     }
     af_status cst = af_ctx_init(&j.ctx, MPI_COMM_WORLD, j.cfg.ps, C);
+    j.ctx.stop_flag = &stop_signal;
     if (cst && !st) st = cst;
     if (!cst) st = af_ctx_agree(&j.ctx, st);
     if (!st) st = parse_val_targets(&j);
