@@ -1,10 +1,14 @@
 /* Communicators, roles and the class-to-server map (include/arcface/ctx.h). */
 #include "arcface/ctx.h"
 
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "arcface/pfc.h"
 
@@ -96,12 +100,93 @@ af_status af_ctx_fault(const af_ctx *c, const char *phase, int64_t step)
     const char *action;
     if (!af_ctx_fault_hit(c, phase, step, &action)) return AF_OK;
     if (!strcmp(action, "kill")) {
-        fprintf(stderr, "arcface: rank %d: ARCFACE_FAULT: SIGKILL at %s of step %lld\n", c->rank, phase, (long long)step);
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        fprintf(stderr, "arcface: rank %d: ARCFACE_FAULT: SIGKILL at %s of step %lld, unix time %.3f\n", c->rank,
+                phase, (long long)step, (double)ts.tv_sec + ts.tv_nsec * 1e-9);
         fflush(stderr);
         raise(SIGKILL);
     }
     if (!strcmp(action, "error"))
         return af_errorf(AF_ERR_IO, "rank %d: injected error at %s of step %lld (ARCFACE_FAULT)", c->rank, phase,
                          (long long)step);
+    return AF_OK;
+}
+
+/* The watchdog's state: progress times in milliseconds of CLOCK_MONOTONIC,
+ * written by the main thread, read by the watchdog thread. */
+static struct {
+    _Atomic long long last_ms, longest_ms;
+    _Atomic int local_work;
+    const af_ctx *ctx;
+    double grace_s;
+} wd;
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void af_ctx_progress(void)
+{
+    long long now = now_ms(), gap = now - atomic_load(&wd.last_ms);
+    if (gap > atomic_load(&wd.longest_ms)) atomic_store(&wd.longest_ms, gap);
+    atomic_store(&wd.last_ms, now);
+}
+
+void af_ctx_local_work(int on)
+{
+    atomic_store(&wd.local_work, on);
+    af_ctx_progress();
+}
+
+static void *watchdog(void *arg)
+{
+    (void)arg;
+    long long signal_ms = 0;
+    int sig = 0;
+    for (;;) {
+        struct timespec ts = {0, 100000000};
+        nanosleep(&ts, NULL);
+        if (!sig) {
+            if (!(sig = *wd.ctx->stop_flag)) continue;
+            signal_ms = now_ms();
+        }
+        if (atomic_load(&wd.local_work)) {
+            atomic_store(&wd.last_ms, now_ms());
+            continue;
+        }
+        long long last = atomic_load(&wd.last_ms), idle = now_ms() - (last > signal_ms ? last : signal_ms);
+        double bound = 3e-3 * (double)atomic_load(&wd.longest_ms);
+        if (bound < wd.grace_s) bound = wd.grace_s;
+        if ((double)idle * 1e-3 <= bound) continue;
+        /* Only async-signal-safe calls from here: the main thread may hold any lock. */
+        char msg[512];
+        int n = snprintf(msg, sizeof msg, "arcface-train: rank %d: error: signal %d arrived %.1f s ago and this rank "
+                         "has made no progress for %.1f s (bound %.1f s = max(ARCFACE_STOP_GRACE, 3 x the longest "
+                         "step so far)): a peer rank is gone or stuck; exiting without a checkpoint\n",
+                         wd.ctx->rank, sig, (now_ms() - signal_ms) * 1e-3, idle * 1e-3, bound);
+        if (n > 0) { ssize_t w = write(2, msg, (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1); (void)w; }
+        _exit(1);
+    }
+    return NULL;
+}
+
+af_status af_ctx_watchdog_start(const af_ctx *c)
+{
+    if (!c->stop_flag || wd.ctx) return AF_OK;
+    wd.ctx = c;
+    const char *g = getenv("ARCFACE_STOP_GRACE");
+    wd.grace_s = g && atof(g) > 0 ? atof(g) : 10.0;
+    atomic_store(&wd.last_ms, now_ms());
+    pthread_t t;
+    pthread_attr_t a;
+    pthread_attr_init(&a);
+    pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+    int rc = pthread_create(&t, &a, watchdog, NULL);
+    pthread_attr_destroy(&a);
+    if (rc) return af_errorf(AF_ERR_NOMEM, "rank %d: cannot start the stop watchdog thread (error %d)", c->rank, rc);
     return AF_OK;
 }

@@ -181,6 +181,7 @@ af_status af_server_run(const af_ctx *ctx, const af_config *cfg, af_ps_shard *s,
                     if ((st = af_ctx_fault(ctx, "checkpoint", env->checkpoint->opt_step)) ||
                         (st = checkpoint(user, env->checkpoint->opt_step, env->checkpoint->path)))
                         goto done;
+                    af_ctx_progress();
                     continue;
                 }
                 if (!is_worker(&sv, from) || env->body_case != ARCFACE__ENVELOPE__BODY_PULL || sv.seen[from]) {
@@ -239,6 +240,7 @@ af_status af_server_run(const af_ctx *ctx, const af_config *cfg, af_ps_shard *s,
                 env->commit->pushes_per_worker == acc) {
                 if ((st = af_ctx_fault(ctx, "commit", opt))) goto done;
                 af_ps_shard_apply(s, env->commit->lr);
+                af_ctx_progress();
                 break;
             }
             char msg[256];

@@ -181,10 +181,13 @@ static af_status checkpoint(job *j, int64_t step)
             if (st) return st;
         }
     }
+    af_status fst = af_ctx_fault(&j->ctx, "checkpoint", step);
+    if (fst) return fst;
     af_ckpt_state s = {.step = step, .epoch = af_loader_epoch(j->w.loader),
                        .sample_position = af_loader_position(j->w.loader)};
     double t0 = MPI_Wtime();
     af_status st = af_ckpt_write(&j->ctx, &j->cfg, j->ctx.P ? NULL : &j->w.local, &j->w, &s, path);
+    af_ctx_progress();
     if (!st && j->ctx.rank == 0) {
         struct stat sb;
         double mb = stat(path, &sb) ? 0 : sb.st_size / 1e6, dt = MPI_Wtime() - t0;
@@ -201,6 +204,7 @@ static af_status evaluate(job *j, int64_t step, const char *ckpt_path)
 {
     af_status st = AF_OK;
     if (j->ctx.worker_rank == 0) {
+        af_ctx_local_work(1);
         af_backbone *bb = &j->w.bb;
         float *centres = NULL;
         int64_t nc = 0;
@@ -231,6 +235,7 @@ static af_status evaluate(job *j, int64_t step, const char *ckpt_path)
         }
         free(centres);
         fflush(stdout);
+        af_ctx_local_work(0);
     }
     if (j->ctx.W > 1) {
         /* The others wait for worker 0 without burning the cores it evaluates on. */
@@ -242,6 +247,8 @@ static af_status evaluate(job *j, int64_t step, const char *ckpt_path)
             if (MPI_Test(&rq, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS)
                 return af_errorf(AF_ERR_MPI, "worker rank %d: waiting for worker 0's evaluation failed", j->ctx.rank);
             if (!done) {
+                /* Waiting for worker 0 is not being stuck: keep the stop watchdog quiet. */
+                af_ctx_progress();
                 struct timespec ts = {0, 2000000};
                 nanosleep(&ts, NULL);
             }
@@ -434,6 +441,7 @@ int main(int argc, char **argv)
     }
     af_status cst = af_ctx_init(&j.ctx, MPI_COMM_WORLD, j.cfg.ps, C);
     j.ctx.stop_flag = &stop_signal;
+    if (!cst && !st) st = af_ctx_watchdog_start(&j.ctx);
     if (cst && !st) st = cst;
     if (!cst) st = af_ctx_agree(&j.ctx, st);
     if (!st) st = parse_val_targets(&j);

@@ -461,5 +461,6 @@ af_status af_worker_step(af_worker *w, int64_t opt_step, float lr, double *loss)
     w->t[AF_T_OPTIM] += MPI_Wtime() - t0;
     *loss = total_loss / w->acc;
     w->last_loss = *loss;
+    af_ctx_progress();
     return AF_OK;
 }

@@ -57,6 +57,22 @@ af_status af_ctx_agree(const af_ctx *c, af_status local);
  * af_ctx_fault_hit returns 1 (and *action) when this rank, phase and step match;
  * af_ctx_fault carries out "kill" and "error" and returns AF_OK otherwise.
  * Without the variable both cost one branch. Per rank. */
+/* The stop watchdog: a bound on every wait once a stop signal has arrived.
+ * After *c->stop_flag becomes non-zero, a rank that makes no progress (no
+ * af_ctx_progress call) for max(grace, 3 x the longest gap between progress
+ * calls so far) seconds prints why and exits with status 1: a peer is gone or
+ * stuck (srun ending a step after a rank died sends SIGTERM to the others, which
+ * would otherwise wait for the dead rank until Slurm's KillWait). grace is
+ * ARCFACE_STOP_GRACE seconds, default 10. Before a signal it does nothing:
+ * mpirun itself ends a job whose rank died, srun --kill-on-bad-exit signals it.
+ * af_ctx_watchdog_start: once per process, after c->stop_flag is set (per rank).
+ * af_ctx_progress: call after each step, checkpoint and evaluation. */
+af_status af_ctx_watchdog_start(const af_ctx *c);
+void af_ctx_progress(void);
+/* on = 1 around work that waits for no other rank (worker 0's evaluation):
+ * the watchdog counts it as progress. */
+void af_ctx_local_work(int on);
+
 int af_ctx_fault_hit(const af_ctx *c, const char *phase, int64_t step, const char **action);
 af_status af_ctx_fault(const af_ctx *c, const char *phase, int64_t step);
 
