@@ -118,7 +118,8 @@ af_status af_ctx_fault(const af_ctx *c, const char *phase, int64_t step)
 static struct {
     _Atomic long long last_ms, longest_ms;
     _Atomic int local_work;
-    const af_ctx *ctx;
+    const volatile sig_atomic_t *stop_flag; /* copied: the ctx may be freed before the process ends */
+    int rank, started;
     double grace_s;
 } wd;
 
@@ -151,7 +152,7 @@ static void *watchdog(void *arg)
         struct timespec ts = {0, 100000000};
         nanosleep(&ts, NULL);
         if (!sig) {
-            if (!(sig = *wd.ctx->stop_flag)) continue;
+            if (!(sig = *wd.stop_flag)) continue;
             signal_ms = now_ms();
         }
         if (atomic_load(&wd.local_work)) {
@@ -167,7 +168,7 @@ static void *watchdog(void *arg)
         int n = snprintf(msg, sizeof msg, "arcface-train: rank %d: error: signal %d arrived %.1f s ago and this rank "
                          "has made no progress for %.1f s (bound %.1f s = max(ARCFACE_STOP_GRACE, 3 x the longest "
                          "step so far)): a peer rank is gone or stuck; exiting without a checkpoint\n",
-                         wd.ctx->rank, sig, (now_ms() - signal_ms) * 1e-3, idle * 1e-3, bound);
+                         wd.rank, sig, (now_ms() - signal_ms) * 1e-3, idle * 1e-3, bound);
         if (n > 0) { ssize_t w = write(2, msg, (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1); (void)w; }
         _exit(1);
     }
@@ -176,8 +177,10 @@ static void *watchdog(void *arg)
 
 af_status af_ctx_watchdog_start(const af_ctx *c)
 {
-    if (!c->stop_flag || wd.ctx) return AF_OK;
-    wd.ctx = c;
+    if (!c->stop_flag || wd.started) return AF_OK;
+    wd.started = 1;
+    wd.stop_flag = c->stop_flag;
+    wd.rank = c->rank;
     const char *g = getenv("ARCFACE_STOP_GRACE");
     wd.grace_s = g && atof(g) > 0 ? atof(g) : 10.0;
     atomic_store(&wd.last_ms, now_ms());

@@ -17,6 +17,8 @@ Faults are injected deterministically with ARCFACE_FAULT=RANK:PHASE:STEP[:ACTION
   signals     SIGTERM to worker 1, SIGUSR1 to server 3, SIGTERM to server 2, and
               SIGTERM to jobs/launch.sh wrapping mpirun: exit 3 after a
               checkpoint newer than the one before the signal
+  start-up    --output names a file, 3 ranks: rank 0 fails to create the folder;
+              the job ends within BOUND s naming it (on the old code it hung)
   stuck peer  server 3 stopped (SIGSTOP, so mpirun does not see it die), then
               SIGUSR1 to worker 0: the others cannot checkpoint; the stop watchdog
               ends the job within ARCFACE_STOP_GRACE (3 s here) + BOUND
@@ -187,6 +189,26 @@ def main():
     rc, log, dt, before, after = signal_run("sigterm_mpirun", "launcher", signal.SIGTERM)
     print(f"info SIGTERM to plain mpirun: exit {rc} after {dt:.2f} s, checkpoint step {before} -> {after} "
           f"(Open MPI cannot forward SIGTERM; use jobs/launch.sh)", flush=True)
+    # rank 0 fails to prepare the output folder (a file is in the way): the other
+    # ranks must not wait for it (on the old code they did, forever)
+    afile = os.path.join(WORK, "output_is_a_file")
+    with open(afile, "w") as f:
+        f.write("not a folder\n")
+    t0 = time.time()
+    p = subprocess.Popen(MPIRUN + ["-np", "3", BIN] + COMMON[:COMMON.index("--ps")] + COMMON[COMMON.index("--ps") + 2:] +
+                         ["--ps", "1", "--max_steps", "2", "--output", afile], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        log = p.communicate(timeout=60)[0]
+        rc = p.returncode
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        log, rc = p.communicate()[0], None
+    dt = time.time() - t0
+    named = [l for l in log.splitlines() if "error" in l and afile in l]
+    ok = rc not in (None, 0) and dt <= BOUND and bool(named)
+    check(ok, f"--output is a file, 3 ranks: exit {rc} after {dt:.2f} s (None: hung, killed at 60 s); {named[:1]}")
+    table.append(("--output is a file (rank 0 fails at start-up)", rc, dt))
     # a stuck peer after a signal: the stop watchdog
     p, out = start("stuck_server", 100000, env={"ARCFACE_STOP_GRACE": "3"})
     wait_ckpt(out, p)
