@@ -7,9 +7,10 @@
  * Keys are arcface_torch's (include/arcface/config.h). Rank 0 prints the
  * resolved configuration and writes it to OUTPUT/config.txt, then logs every
  * `frequent` steps to the console and OUTPUT/metrics.csv.
- * Signals: SIGUSR1 or SIGTERM (to any worker; mpirun and srun forward SIGUSR1 to
- * every rank) makes every rank finish the current step, write a checkpoint and
- * exit with status 3; `--resume auto` (the default) then continues from it.
+ * Signals: SIGUSR1 or SIGTERM to any rank, worker or server (mpirun and srun
+ * forward SIGUSR1 to every rank; jobs/launch.sh turns SIGTERM to mpirun into
+ * that) makes every rank finish the current step, write a checkpoint and exit
+ * with status 3; `--resume auto` (the default) then continues from it.
  * Exit status: 0 done; 1 error; 2 usage or configuration error (anything found at
  * start, before the first step, a resume the checkpoint refuses included); 3
  * stopped by a signal after a complete checkpoint. */
@@ -36,7 +37,16 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return usage();
     int provided;
-    MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+    if (MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
+        fprintf(stderr, "arcface-train: error: MPI_Init_thread failed\n");
+        return EXIT_ERROR;
+    }
+    /* The loader's threads never call MPI, so FUNNELED is all this needs. */
+    if (provided < MPI_THREAD_FUNNELED) {
+        fprintf(stderr, "arcface-train: error: the MPI library provides thread level %d, MPI_THREAD_FUNNELED (%d) is "
+                        "needed for the data loader's threads\n", provided, MPI_THREAD_FUNNELED);
+        MPI_Abort(MPI_COMM_WORLD, EXIT_ERROR);
+    }
     af_trainer_install_signals();
     int rank;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);

@@ -232,11 +232,14 @@ static af_status checkpoint(job *j, int64_t step)
             if (st) return st;
         }
     }
+    af_status fst = af_ctx_fault(&j->ctx, "checkpoint", step);
+    if (fst) return fst;
     j->ck_step = step;
     j->ck_epoch = af_loader_epoch(j->w.loader);
     j->ck_pos = af_loader_position(j->w.loader);
     double t0 = MPI_Wtime();
     af_status st = af_ckpt_write(&j->ctx, &j->cfg, &j->reg, j->w.num_image, step, path);
+    af_ctx_progress();
     if (!st && j->ctx.rank == 0) {
         struct stat sb;
         double mb = stat(path, &sb) ? 0 : sb.st_size / 1e6, dt = MPI_Wtime() - t0;
@@ -253,6 +256,7 @@ static af_status evaluate(job *j, int64_t step, const char *ckpt_path)
 {
     af_status st = AF_OK;
     if (j->ctx.worker_rank == 0) {
+        af_ctx_local_work(1);
         af_backbone *bb = &j->w.bb;
         float *centres = NULL;
         int64_t nc = 0;
@@ -284,15 +288,20 @@ static af_status evaluate(job *j, int64_t step, const char *ckpt_path)
         }
         free(centres);
         fflush(stdout);
+        af_ctx_local_work(0);
     }
     if (j->ctx.W > 1) {
         /* The others wait for worker 0 without burning the cores it evaluates on. */
         MPI_Request rq;
         int done = 0, fail = st != AF_OK, any;
-        MPI_Iallreduce(&fail, &any, 1, MPI_INT, MPI_MAX, j->ctx.workers, &rq);
+        if (MPI_Iallreduce(&fail, &any, 1, MPI_INT, MPI_MAX, j->ctx.workers, &rq) != MPI_SUCCESS)
+            return af_errorf(AF_ERR_MPI, "worker rank %d: the all-reduce after evaluation failed", j->ctx.rank);
         while (!done) {
-            MPI_Test(&rq, &done, MPI_STATUS_IGNORE);
+            if (MPI_Test(&rq, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS)
+                return af_errorf(AF_ERR_MPI, "worker rank %d: waiting for worker 0's evaluation failed", j->ctx.rank);
             if (!done) {
+                /* Waiting for worker 0 is not being stuck: keep the stop watchdog quiet. */
+                af_ctx_progress();
                 struct timespec ts = {0, 2000000};
                 nanosleep(&ts, NULL);
             }
@@ -401,7 +410,8 @@ static af_status run_worker(job *j)
         if (log_now && j->cfg.profile && j->ctx.W > 1) {
             /* Traffic is per worker; the log shows the job's total. */
             uint64_t mine[3] = {w->bytes_pulled, w->bytes_pushed, w->msg_header_bytes}, sum[3];
-            MPI_Allreduce(mine, sum, 3, MPI_UINT64_T, MPI_SUM, j->ctx.workers);
+            if (MPI_Allreduce(mine, sum, 3, MPI_UINT64_T, MPI_SUM, j->ctx.workers) != MPI_SUCCESS)
+                return af_errorf(AF_ERR_MPI, "worker rank %d: the traffic all-reduce failed", j->ctx.rank);
             j->traffic[0] = sum[0]; j->traffic[1] = sum[1]; j->traffic[2] = sum[2];
         } else {
             j->traffic[0] = w->bytes_pulled; j->traffic[1] = w->bytes_pushed; j->traffic[2] = w->msg_header_bytes;
@@ -413,8 +423,12 @@ static af_status run_worker(job *j)
             win_loss = 0;
         }
         /* A signal may reach any subset of workers: agree on it every step. */
-        int sig = stop_signal;
-        if (j->ctx.W > 1) MPI_Allreduce(MPI_IN_PLACE, &sig, 1, MPI_INT, MPI_MAX, j->ctx.workers);
+        int sig = stop_signal, fwd;
+        if (j->ctx.P > 0 && (st = af_worker_poll_stop(w, &fwd))) return st;
+        if (!sig && j->ctx.P > 0) sig = fwd;
+        if (j->ctx.W > 1 &&
+            MPI_Allreduce(MPI_IN_PLACE, &sig, 1, MPI_INT, MPI_MAX, j->ctx.workers) != MPI_SUCCESS)
+            return af_errorf(AF_ERR_MPI, "worker rank %d: the all-reduce agreeing on signals failed", j->ctx.rank);
         if (sig && !last) {
             if ((!ckpt_now && (st = checkpoint(j, s + 1))) || (st = af_worker_shutdown(w, s + 1, 1))) return st;
             return af_errorf(AF_ERR_INTERRUPTED, "stopped by signal %d after the checkpoint of step %lld", sig,
@@ -474,7 +488,11 @@ af_status af_trainer_run(const af_config *cfg, MPI_Comm world, af_trainer_outcom
     af_status cst = af_ctx_init(&j->ctx, world, j->cfg.ps, C);
     if (cst && !st) st = cst;
     else if (st) af_errorf(st, "%s", first_msg);
-    if (!cst) st = af_ctx_agree(&j->ctx, st);
+    if (!cst) {
+        j->ctx.stop_flag = &stop_signal;
+        st = af_ctx_agree(&j->ctx, st);
+    }
+    if (!st) st = af_ctx_watchdog_start(&j->ctx);
     if (!st) st = parse_val_targets(j);
     if (!st) st = check_sizes(j);
     if (!st) {

@@ -4,9 +4,12 @@
 # under DIR and SLURM_CONF pointing at DIR/slurm.conf.
 #   cluster.sh start DIR     prints `export SLURM_CONF=...` for the caller to eval
 #   cluster.sh stop DIR
+# AF_SLURM_PORT (default 16817) and the port after it are slurmctld's and
+# slurmd's, so that two test clusters on one machine do not meet.
 set -euo pipefail
 cmd=$1; dir=$(mkdir -p "$2" && cd "$2" && pwd)
 conf=$dir/slurm.conf
+ctl_port=${AF_SLURM_PORT:-16817}
 
 stop() {
   for p in slurmd slurmctld; do
@@ -23,15 +26,15 @@ if [ "$cmd" = stop ]; then stop; exit 0; fi
 
 stop
 host=$(hostname)
-mkdir -p "$dir/state" "$dir/spool" "$dir/munge"
+mkdir -p "$dir/state" "$dir/spool" "$dir/munge" "$dir/tmp"
 chmod 700 "$dir/munge"
 cat > "$conf" <<CONF
 ClusterName=arcfacetest
 SlurmctldHost=$host
 SlurmUser=root
 SlurmdUser=root
-SlurmctldPort=16817
-SlurmdPort=16818
+SlurmctldPort=$ctl_port
+SlurmdPort=$((ctl_port + 1))
 AuthType=auth/munge
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
@@ -44,6 +47,13 @@ JobRequeue=1
 SchedulerType=sched/backfill
 StateSaveLocation=$dir/state
 SlurmdSpoolDir=$dir/spool
+# PMIx's per-step folders go under TmpFS; a cluster of its own keeps them from
+# meeting another test cluster's (same job ids) or a leftover in /tmp.
+TmpFS=$dir/tmp
+# Job ids of its own too: under srun, Open MPI names its shared-memory segments
+# (/dev/shm/vader_segment.*) after the Slurm job and step, so job 1 of another
+# cluster, or one left over by a killed run, would meet this cluster's job 1.
+FirstJobId=$(( ($$ % 40000) * 100 + 1000 ))
 SlurmctldPidFile=$dir/slurmctld.pid
 SlurmdPidFile=$dir/slurmd.pid
 SlurmctldLogFile=$dir/slurmctld.log
