@@ -443,6 +443,16 @@ int main(int argc, char **argv)
         MPI_Finalize();
         return EXIT_ERROR;
     }
+    {
+        /* One line per rank so that a multi-node job shows where each role landed
+         * (tests/slurm/two_nodes.sh checks that workers and servers span the nodes). */
+        char host[MPI_MAX_PROCESSOR_NAME] = "?";
+        int hlen = 0;
+        if (MPI_Get_processor_name(host, &hlen) != MPI_SUCCESS) snprintf(host, sizeof host, "?");
+        printf("rank %d: %s %d on host %s\n", rank, j.ctx.role == AF_ROLE_SERVER ? "server" : "worker",
+               j.ctx.role == AF_ROLE_SERVER ? j.ctx.server_rank : j.ctx.worker_rank, host);
+        fflush(stdout);
+    }
     st = j.ctx.role == AF_ROLE_SERVER ? run_server(&j) : run_worker(&j);
     if (st == AF_ERR_INTERRUPTED) {
         if (rank == 0) printf("arcface-train: %s; exit status %d (rerun with resume = auto to continue)\n", af_errmsg(),
