@@ -1,7 +1,14 @@
 /* Communicators, roles and the class-to-server map (include/arcface/ctx.h). */
 #include "arcface/ctx.h"
 
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "arcface/pfc.h"
 
@@ -58,4 +65,131 @@ af_status af_ctx_agree(const af_ctx *c, af_status local)
     if (first == c->size) return AF_OK;
     if (local) return local;
     return af_errorf(AF_ERR_MPI, "rank %d stopped because rank %d failed (see its message)", c->rank, first);
+}
+
+/* Parsed once: the variable is read before any thread but the main one runs. */
+static struct {
+    int parsed, rank;
+    long long step;
+    char phase[32], action[32];
+} fault;
+
+int af_ctx_fault_hit(const af_ctx *c, const char *phase, int64_t step, const char **action)
+{
+    if (!fault.parsed) {
+        fault.parsed = 1;
+        fault.rank = -1;
+        const char *v = getenv("ARCFACE_FAULT");
+        if (v && *v) {
+            fault.action[0] = 0;
+            int n = sscanf(v, "%d:%31[a-z]:%lld:%31[a-z]", &fault.rank, fault.phase, &fault.step, fault.action);
+            if (n < 3) {
+                fprintf(stderr, "arcface: ignoring ARCFACE_FAULT='%s' (expected RANK:PHASE:STEP[:ACTION])\n", v);
+                fault.rank = -1;
+            }
+            if (n == 3) strcpy(fault.action, "kill");
+        }
+    }
+    if (fault.rank != c->rank || fault.step != step || strcmp(fault.phase, phase)) return 0;
+    if (action) *action = fault.action;
+    return 1;
+}
+
+af_status af_ctx_fault(const af_ctx *c, const char *phase, int64_t step)
+{
+    const char *action;
+    if (!af_ctx_fault_hit(c, phase, step, &action)) return AF_OK;
+    if (!strcmp(action, "kill")) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        fprintf(stderr, "arcface: rank %d: ARCFACE_FAULT: SIGKILL at %s of step %lld, unix time %.3f\n", c->rank,
+                phase, (long long)step, (double)ts.tv_sec + ts.tv_nsec * 1e-9);
+        fflush(stderr);
+        raise(SIGKILL);
+    }
+    if (!strcmp(action, "error"))
+        return af_errorf(AF_ERR_IO, "rank %d: injected error at %s of step %lld (ARCFACE_FAULT)", c->rank, phase,
+                         (long long)step);
+    return AF_OK;
+}
+
+/* The watchdog's state: progress times in milliseconds of CLOCK_MONOTONIC,
+ * written by the main thread, read by the watchdog thread. */
+static struct {
+    _Atomic long long last_ms, longest_ms;
+    _Atomic int local_work;
+    const volatile sig_atomic_t *stop_flag; /* copied: the ctx may be freed before the process ends */
+    int rank, started;
+    double grace_s;
+} wd;
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void af_ctx_progress(void)
+{
+    long long now = now_ms(), gap = now - atomic_load(&wd.last_ms);
+    if (gap > atomic_load(&wd.longest_ms)) atomic_store(&wd.longest_ms, gap);
+    atomic_store(&wd.last_ms, now);
+}
+
+void af_ctx_local_work(int on)
+{
+    atomic_store(&wd.local_work, on);
+    af_ctx_progress();
+}
+
+static void *watchdog(void *arg)
+{
+    (void)arg;
+    long long signal_ms = 0;
+    int sig = 0;
+    for (;;) {
+        struct timespec ts = {0, 100000000};
+        nanosleep(&ts, NULL);
+        if (!sig) {
+            if (!(sig = *wd.stop_flag)) continue;
+            signal_ms = now_ms();
+        }
+        if (atomic_load(&wd.local_work)) {
+            atomic_store(&wd.last_ms, now_ms());
+            continue;
+        }
+        long long last = atomic_load(&wd.last_ms), idle = now_ms() - (last > signal_ms ? last : signal_ms);
+        double bound = 3e-3 * (double)atomic_load(&wd.longest_ms);
+        if (bound < wd.grace_s) bound = wd.grace_s;
+        if ((double)idle * 1e-3 <= bound) continue;
+        /* Only async-signal-safe calls from here: the main thread may hold any lock. */
+        char msg[512];
+        int n = snprintf(msg, sizeof msg, "arcface-train: rank %d: error: signal %d arrived %.1f s ago and this rank "
+                         "has made no progress for %.1f s (bound %.1f s = max(ARCFACE_STOP_GRACE, 3 x the longest "
+                         "step so far)): a peer rank is gone or stuck; exiting without a checkpoint\n",
+                         wd.rank, sig, (now_ms() - signal_ms) * 1e-3, idle * 1e-3, bound);
+        if (n > 0) { ssize_t w = write(2, msg, (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1); (void)w; }
+        _exit(1);
+    }
+    return NULL;
+}
+
+af_status af_ctx_watchdog_start(const af_ctx *c)
+{
+    if (!c->stop_flag || wd.started) return AF_OK;
+    wd.started = 1;
+    wd.stop_flag = c->stop_flag;
+    wd.rank = c->rank;
+    const char *g = getenv("ARCFACE_STOP_GRACE");
+    wd.grace_s = g && atof(g) > 0 ? atof(g) : 10.0;
+    atomic_store(&wd.last_ms, now_ms());
+    pthread_t t;
+    pthread_attr_t a;
+    pthread_attr_init(&a);
+    pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+    int rc = pthread_create(&t, &a, watchdog, NULL);
+    pthread_attr_destroy(&a);
+    if (rc) return af_errorf(AF_ERR_NOMEM, "rank %d: cannot start the stop watchdog thread (error %d)", c->rank, rc);
+    return AF_OK;
 }

@@ -97,14 +97,18 @@ af_status af_msg_unpack(af_msgbuf *m, size_t len, int from)
 /* MPI_Probe busy-polls a core while it waits. A server waits most of the time,
  * and on a node it shares with workers that core is worth more to them: poll
  * briefly, then sleep between polls, backing off to 1 ms. */
-static int probe_patiently(MPI_Comm comm, int source, int tag, MPI_Status *s)
+static af_status probe_patiently(MPI_Comm comm, int source, int tag, MPI_Status *s, af_msg_poll_fn poll,
+                                 void *user)
 {
     double t0 = MPI_Wtime();
     long sleep_ns = 20000;
     for (;;) {
         int flag = 0, rc = MPI_Iprobe(source, tag, comm, &flag, s);
-        if (rc != MPI_SUCCESS || flag) return rc;
+        if (rc != MPI_SUCCESS) return af_errorf(AF_ERR_MPI, "MPI_Iprobe failed (code %d)", rc);
+        if (flag) return AF_OK;
         if (MPI_Wtime() - t0 < 50e-6) continue;
+        af_status st = poll ? poll(user) : AF_OK;
+        if (st) return st;
         struct timespec ts = {0, sleep_ns};
         nanosleep(&ts, NULL);
         if (sleep_ns < 1000000) sleep_ns *= 2;
@@ -113,17 +117,25 @@ static int probe_patiently(MPI_Comm comm, int source, int tag, MPI_Status *s)
 
 af_status af_msg_recv(MPI_Comm comm, int source, int tag, af_msgbuf *m, int *from)
 {
+    return af_msg_recv_poll(comm, source, tag, m, from, NULL, NULL);
+}
+
+af_status af_msg_recv_poll(MPI_Comm comm, int source, int tag, af_msgbuf *m, int *from, af_msg_poll_fn poll,
+                           void *user)
+{
     MPI_Status s;
-    int rc = probe_patiently(comm, source, tag, &s);
-    if (rc != MPI_SUCCESS) return af_errorf(AF_ERR_MPI, "MPI_Iprobe failed (code %d)", rc);
-    int count;
-    MPI_Get_count(&s, MPI_BYTE, &count);
+    *from = -1;
+    af_status st = probe_patiently(comm, source, tag, &s, poll, user);
+    if (st) return st;
+    int count, rc = MPI_Get_count(&s, MPI_BYTE, &count);
+    if (rc != MPI_SUCCESS || count == MPI_UNDEFINED)
+        return af_errorf(AF_ERR_MPI, "MPI_Get_count of a message from rank %d failed (code %d)", s.MPI_SOURCE, rc);
     *from = s.MPI_SOURCE;
     m->env = NULL;
     if ((size_t)count > m->cap) {
         /* Consume it without a buffer that large: a truncating receive
          * (MPI_ERRORS_RETURN is set on our communicators) drops the rest. */
-        MPI_Recv(m->buf, (int)m->cap, MPI_BYTE, s.MPI_SOURCE, tag, comm, MPI_STATUS_IGNORE);
+        MPI_Recv(m->buf, (int)m->cap, MPI_BYTE, s.MPI_SOURCE, tag, comm, MPI_STATUS_IGNORE); /* truncates by design */
         return af_errorf(AF_ERR_PROTO, "message from rank %d is %d bytes, more than the %zu-byte limit", s.MPI_SOURCE,
                          count, m->cap);
     }

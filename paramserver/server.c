@@ -9,7 +9,15 @@
  * current phase. Anything else — undecodable, another protocol version, the
  * wrong type or step, a second pull from the same worker, ids outside the
  * shard, a payload of the wrong size — is answered with an ErrorReply and
- * changes nothing. */
+ * changes nothing.
+ *
+ * Bounded failure: a worker waits for the answer to its pull, so a refused
+ * pull reaches it at once and the worker ends the job. Nobody waits for an
+ * answer to a push, a commit or a shutdown: when one of those from a worker is
+ * refused, the server replies and also returns the error, so its rank ends the
+ * job (main aborts) instead of waiting for a message that will never come.
+ * A signal that reaches a server (ctx->stop_flag) is passed on to every worker
+ * (AF_TAG_STOP); the workers agree on it and checkpoint as for their own. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,7 +32,32 @@ typedef struct {
     float *rows;          /* (max_rows, D) gather buffer for replies */
     int64_t max_rows;
     char *seen;           /* (W) which workers this phase has heard from */
+    int stop_sent;        /* the signal number passed on to the workers (0: none yet) */
+    MPI_Request *stop_req; /* (W) */
 } server;
+
+/* Between probes: passes a signal that reached this rank on to every worker.
+ * The sends are small and complete without the workers receiving them. */
+static af_status poll_signal(void *user)
+{
+    server *sv = user;
+    const af_ctx *c = sv->ctx;
+    if (!c->stop_flag || !*c->stop_flag || sv->stop_sent) return AF_OK;
+    sv->stop_sent = *c->stop_flag;
+    fprintf(stderr, "server rank %d: signal %d; asking the workers to checkpoint and stop\n", c->rank, sv->stop_sent);
+    for (int w = 0; w < c->W; w++) {
+        int rc = MPI_Isend(&sv->stop_sent, 1, MPI_INT, w, AF_TAG_STOP, c->world, &sv->stop_req[w]);
+        if (rc != MPI_SUCCESS)
+            return af_errorf(AF_ERR_MPI, "server rank %d: passing signal %d on to worker rank %d failed (MPI code %d)",
+                             c->rank, sv->stop_sent, w, rc);
+    }
+    return AF_OK;
+}
+
+static af_status recv_request(server *sv, int source, int *from)
+{
+    return af_msg_recv_poll(sv->ctx->world, source, AF_TAG_REQUEST, &sv->in, from, poll_signal, sv);
+}
 
 static void reply_error(server *sv, int to, const char *msg)
 {
@@ -113,7 +146,9 @@ af_status af_server_run(const af_ctx *ctx, const af_config *cfg, af_ps_shard *s,
     if ((st = af_msgbuf_init(&sv.in, cap, (size_t)sv.max_rows)) || (st = af_msgbuf_init(&sv.out, cap, 16))) goto done;
     sv.rows = af_malloc(sizeof(float) * (size_t)(sv.max_rows ? sv.max_rows : 1) * s->D, "pull reply rows");
     sv.seen = af_calloc(nw, 1, "worker phase flags");
-    if (!sv.rows || !sv.seen) { st = AF_ERR_NOMEM; goto done; }
+    sv.stop_req = af_malloc(sizeof(MPI_Request) * nw, "signal forwarding requests");
+    if (!sv.rows || !sv.seen || !sv.stop_req) { st = AF_ERR_NOMEM; goto done; }
+    for (size_t w = 0; w < nw; w++) sv.stop_req[w] = MPI_REQUEST_NULL;
 
     for (int64_t opt = first_opt_step;; opt++) {
         /* Between optimizer steps: worker 0 may ask for a checkpoint or a
@@ -123,10 +158,11 @@ af_status af_server_run(const af_ctx *ctx, const af_config *cfg, af_ps_shard *s,
             memset(sv.seen, 0, nw);
             for (int got = 0; got < W;) {
                 int from;
-                if ((st = af_msg_recv(ctx->world, MPI_ANY_SOURCE, AF_TAG_REQUEST, &sv.in, &from))) {
+                if ((st = recv_request(&sv, MPI_ANY_SOURCE, &from))) {
                     if (st != AF_ERR_PROTO) goto done;
                     reply_error(&sv, from, af_errmsg());
-                    continue;
+                    if (!is_worker(&sv, from)) continue;
+                    goto done; /* maybe a push or commit, which nobody resends */
                 }
                 Arcface__Envelope *env = sv.in.env;
                 if (m == 0 && from == 0 && env->body_case == ARCFACE__ENVELOPE__BODY_SHUTDOWN) {
@@ -137,10 +173,15 @@ af_status af_server_run(const af_ctx *ctx, const af_config *cfg, af_ps_shard *s,
                         goto done;
                     }
                     reply_error(&sv, from, "shutdown while pulls of a step are outstanding");
-                    continue;
+                    st = af_errorf(AF_ERR_PROTO, "shutdown from rank 0 while pulls of micro-step %lld are outstanding",
+                                   (long long)t);
+                    goto done;
                 }
                 if (m == 0 && from == 0 && env->body_case == ARCFACE__ENVELOPE__BODY_CHECKPOINT && checkpoint) {
-                    if ((st = checkpoint(user, env->checkpoint->opt_step, env->checkpoint->path))) goto done;
+                    if ((st = af_ctx_fault(ctx, "checkpoint", env->checkpoint->opt_step)) ||
+                        (st = checkpoint(user, env->checkpoint->opt_step, env->checkpoint->path)))
+                        goto done;
+                    af_ctx_progress();
                     continue;
                 }
                 if (!is_worker(&sv, from) || env->body_case != ARCFACE__ENVELOPE__BODY_PULL || sv.seen[from]) {
@@ -148,8 +189,12 @@ af_status af_server_run(const af_ctx *ctx, const af_config *cfg, af_ps_shard *s,
                     snprintf(msg, sizeof msg, "unexpected %s message from rank %d while waiting for the pulls of "
                              "micro-step %lld", af_msg_type_name(env), from, (long long)t);
                     reply_error(&sv, from, msg);
-                    continue;
+                    /* A pull's sender waits for this answer; any other message's does not. */
+                    if (!is_worker(&sv, from) || env->body_case == ARCFACE__ENVELOPE__BODY_PULL) continue;
+                    st = af_errorf(AF_ERR_PROTO, "%s", msg);
+                    goto done;
                 }
+                if (got == 0 && m == 0 && (st = af_ctx_fault(ctx, "pull", opt))) goto done;
                 st = handle_pull(&sv, from, t);
                 if (st == AF_ERR_PROTO) continue;
                 if (st) goto done;
@@ -159,10 +204,11 @@ af_status af_server_run(const af_ctx *ctx, const af_config *cfg, af_ps_shard *s,
             memset(sv.seen, 0, nw);
             for (int got = 0; got < W;) {
                 int from;
-                if ((st = af_msg_recv(ctx->world, MPI_ANY_SOURCE, AF_TAG_REQUEST, &sv.in, &from))) {
+                if ((st = recv_request(&sv, MPI_ANY_SOURCE, &from))) {
                     if (st != AF_ERR_PROTO) goto done;
                     reply_error(&sv, from, af_errmsg());
-                    continue;
+                    if (!is_worker(&sv, from)) continue;
+                    goto done; /* a push or commit nobody will resend */
                 }
                 Arcface__Envelope *env = sv.in.env;
                 if (!is_worker(&sv, from) || env->body_case != ARCFACE__ENVELOPE__BODY_PUSH || sv.seen[from]) {
@@ -170,39 +216,53 @@ af_status af_server_run(const af_ctx *ctx, const af_config *cfg, af_ps_shard *s,
                     snprintf(msg, sizeof msg, "unexpected %s message from rank %d while waiting for the pushes of "
                              "micro-step %lld", af_msg_type_name(env), from, (long long)t);
                     reply_error(&sv, from, msg);
-                    continue;
+                    if (!is_worker(&sv, from)) continue;
+                    st = af_errorf(AF_ERR_PROTO, "%s", msg);
+                    goto done;
                 }
-                st = handle_push(&sv, from, t);
-                if (st == AF_ERR_PROTO) continue;
-                if (st) goto done;
+                if (got == 0 && m == 0 && (st = af_ctx_fault(ctx, "push", opt))) goto done;
+                /* A refused push (replied to) ends the job: its sender does not wait for an answer. */
+                if ((st = handle_push(&sv, from, t))) goto done;
                 sv.seen[from] = 1;
                 got++;
             }
         }
         for (;;) {
             int from;
-            if ((st = af_msg_recv(ctx->world, 0, AF_TAG_REQUEST, &sv.in, &from))) {
+            if ((st = recv_request(&sv, 0, &from))) {
                 if (st != AF_ERR_PROTO) goto done;
                 reply_error(&sv, from, af_errmsg());
-                continue;
+                if (!is_worker(&sv, from)) continue;
+                goto done; /* a push or commit nobody will resend */
             }
             Arcface__Envelope *env = sv.in.env;
             if (env->body_case == ARCFACE__ENVELOPE__BODY_COMMIT && env->commit->opt_step == opt &&
                 env->commit->pushes_per_worker == acc) {
+                if ((st = af_ctx_fault(ctx, "commit", opt))) goto done;
                 af_ps_shard_apply(s, env->commit->lr);
+                af_ctx_progress();
                 break;
             }
             char msg[256];
             snprintf(msg, sizeof msg, "expected the commit of optimizer step %lld from rank 0, got %s", (long long)opt,
                      af_msg_type_name(env));
+            if (env->body_case == ARCFACE__ENVELOPE__BODY_COMMIT)
+                snprintf(msg + strlen(msg), sizeof msg - strlen(msg), " of step %lld with %lld pushes per worker "
+                         "(expected %d)", (long long)env->commit->opt_step, (long long)env->commit->pushes_per_worker, acc);
             reply_error(&sv, from, msg);
+            /* Worker 0 does not wait for an answer to its commit: end the job. */
+            st = af_errorf(AF_ERR_PROTO, "%s", msg);
+            goto done;
         }
     }
 done:
     if (st && st != AF_ERR_INTERRUPTED) af_error_wrap(st, "parameter server %d (rank %d)", ctx->server_rank, ctx->rank);
+    for (size_t w = 0; sv.stop_req && w < nw; w++)
+        if (sv.stop_req[w] != MPI_REQUEST_NULL) MPI_Request_free(&sv.stop_req[w]);
     af_msgbuf_free(&sv.in);
     af_msgbuf_free(&sv.out);
     free(sv.rows);
     free(sv.seen);
+    free(sv.stop_req);
     return st;
 }

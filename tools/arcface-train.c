@@ -7,371 +7,20 @@
  * Keys are arcface_torch's (include/arcface/config.h). Rank 0 prints the
  * resolved configuration and writes it to OUTPUT/config.txt, then logs every
  * `frequent` steps to the console and OUTPUT/metrics.csv.
- * Signals: SIGUSR1 or SIGTERM (to any worker; mpirun and srun forward SIGUSR1 to
- * every rank) makes every rank finish the current step, write a checkpoint and
- * exit with status 3; `--resume auto` (the default) then continues from it.
+ * Signals: SIGUSR1 or SIGTERM to any rank, worker or server (mpirun and srun
+ * forward SIGUSR1 to every rank; jobs/launch.sh turns SIGTERM to mpirun into
+ * that) makes every rank finish the current step, write a checkpoint and exit
+ * with status 3; `--resume auto` (the default) then continues from it.
  * Exit status: 0 done; 1 error; 2 usage or configuration error; 3 stopped by a
  * signal after a complete checkpoint. */
-#include <errno.h>
-#include <math.h>
+#include <mpi.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <time.h>
 
-#include "arcface/ckpt.h"
 #include "arcface/config.h"
-#include "arcface/ctx.h"
-#include "arcface/data.h"
-#include "arcface/h5io.h"
-#include "arcface/paramserver.h"
-#include "arcface/valset.h"
-#include "arcface/worker.h"
-
-#define MAX_VAL 8
-
-#include <signal.h>
+#include "arcface/trainer.h"
 
 enum { EXIT_OK = 0, EXIT_ERROR = 1, EXIT_USAGE = 2, EXIT_PREEMPTED = 3 };
-
-static volatile sig_atomic_t stop_signal;
-static void on_stop_signal(int sig) { stop_signal = sig; }
-
-typedef struct {
-    af_ctx ctx;
-    af_config cfg;
-    af_dataset *ds;
-    af_worker w;
-    af_ps_shard shard;
-    int64_t total_steps, warmup_steps, stop_step, steps_per_epoch;
-    FILE *metrics;
-    int resume;               /* a checkpoint is being resumed */
-    char resume_path[AF_CFG_STR + 64];
-    af_ckpt_info info;
-    uint64_t traffic[3];      /* pulled, pushed, header bytes: job totals at the last log */
-    /* periodic evaluation (worker 0) */
-    int n_val;
-    char val_spec[MAX_VAL][AF_CFG_STR], val_name[MAX_VAL][64];
-    af_valset *val[MAX_VAL];
-    char val_row[1024];       /* the val_* fields of the next metrics row */
-    char last_ckpt[AF_CFG_STR + 64];
-} job;
-
-/* val_targets: comma-separated specs. */
-static af_status parse_val_targets(job *j)
-{
-    char buf[AF_CFG_STR];
-    snprintf(buf, sizeof buf, "%s", j->cfg.val_targets);
-    for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-        while (*t == ' ') t++;
-        if (!*t) continue;
-        if (j->n_val == MAX_VAL) return af_errorf(AF_ERR_ARG, "configuration key 'val_targets': more than %d targets", MAX_VAL);
-        snprintf(j->val_spec[j->n_val], AF_CFG_STR, "%s", t);
-        af_valset_spec_name(t, j->val_name[j->n_val], sizeof j->val_name[0]);
-        j->n_val++;
-    }
-    return AF_OK;
-}
-
-static double resident_mib(void)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f) return -1;
-    char line[256];
-    double kb = -1;
-    while (fgets(line, sizeof line, f))
-        if (!strncmp(line, "VmRSS:", 6)) kb = atof(line + 6);
-    fclose(f);
-    return kb / 1024.0;
-}
-
-static af_status mkdir_p(const char *path)
-{
-    char buf[AF_CFG_STR + 16];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = 0;
-        if (mkdir(buf, 0777) && errno != EEXIST) return af_errorf(AF_ERR_IO, "%s: mkdir: %s", buf, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(buf, 0777) && errno != EEXIST) return af_errorf(AF_ERR_IO, "%s: mkdir: %s", buf, strerror(errno));
-    return AF_OK;
-}
-
-/* Rank 0: output folder, resolved configuration, metrics header. */
-static af_status prepare_output(job *j)
-{
-    af_status st = mkdir_p(j->cfg.output);
-    if (st) return st;
-    char path[AF_CFG_STR + 32];
-    snprintf(path, sizeof path, "%s/config.txt", j->cfg.output);
-    FILE *f = fopen(path, "w");
-    if (!f) return af_errorf(AF_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
-    af_config_write(&j->cfg, f);
-    fprintf(f, "# resolved: num_classes = %lld, workers = %d, servers = %d\n", (long long)j->ctx.num_classes,
-            j->ctx.W, j->ctx.P);
-    fclose(f);
-    printf("arcface-train: configuration (also in %s)\n", path);
-    af_config_write(&j->cfg, stdout);
-    if (j->cfg.ignored[0]) printf("note: ignoring arcface_torch keys that do not apply here: %s\n", j->cfg.ignored);
-    printf("dataset: %s\n", af_dataset_describe(j->ds));
-    printf("layout: %d workers (ranks 0-%d), %d parameter servers%s, %lld classes, global batch %d\n", j->ctx.W,
-           j->ctx.W - 1, j->ctx.P, j->ctx.P ? "" : " (single process: all classes local)",
-           (long long)j->ctx.num_classes, j->cfg.batch_size * j->ctx.W);
-    snprintf(path, sizeof path, "%s/metrics.csv", j->cfg.output);
-    j->metrics = fopen(path, "a");
-    if (!j->metrics) return af_errorf(AF_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    fseek(j->metrics, 0, SEEK_END);
-    if (ftell(j->metrics) == 0) {
-        fprintf(j->metrics, "step,epoch,loss,step_loss,lr,samples_per_sec,grad_norm,data_wait_s");
-        for (int i = 0; i < j->n_val; i++) fprintf(j->metrics, ",val_%s_acc,val_%s_centre_acc", j->val_name[i], j->val_name[i]);
-        fprintf(j->metrics, "\n");
-    }
-    fflush(stdout);
-    return AF_OK;
-}
-
-static af_status server_checkpoint(void *user, int64_t opt_step, const char *path)
-{
-    job *j = user;
-    (void)opt_step;
-    return af_ckpt_write(&j->ctx, &j->cfg, &j->shard, NULL, NULL, path);
-}
-
-static af_status run_server(job *j)
-{
-    const af_ctx *c = &j->ctx;
-    int p = c->server_rank, G = j->cfg.batch_size * c->W;
-    int64_t start = af_ctx_server_start(c, p), count = af_ctx_server_count(c, p);
-    int64_t touch = af_pfc_max_total(c->num_classes, j->cfg.sample_shards, j->cfg.sample_rate, G) * j->cfg.gradient_acc;
-    af_status st = af_ps_shard_init(&j->shard, start, count, j->cfg.embedding_size, touch, &j->cfg);
-    if (st) return st;
-    af_ps_shard_init_weights(&j->shard, j->cfg.seed);
-    if (j->resume && (st = af_ckpt_load_shard(j->resume_path, &j->shard, &j->info))) return st;
-    printf("server %d (rank %d): classes [%lld, %lld) = %lld, weights + optimizer state %.1f MiB, shard total %.1f MiB, "
-           "resident %.1f MiB\n", p, c->rank, (long long)start, (long long)(start + count), (long long)count,
-           af_ps_shard_state_bytes(&j->shard) / 1048576.0, af_ps_shard_total_bytes(&j->shard) / 1048576.0,
-           resident_mib());
-    fflush(stdout);
-    st = af_server_run(c, &j->cfg, &j->shard, j->resume ? j->info.step : 0, server_checkpoint, j);
-    if (!st) {
-        printf("server %d (rank %d): done, resident %.1f MiB (weights + optimizer state %.1f MiB)\n", p, c->rank,
-               resident_mib(), af_ps_shard_state_bytes(&j->shard) / 1048576.0);
-        fflush(stdout);
-    }
-    return st;
-}
-
-static af_status checkpoint(job *j, int64_t step)
-{
-    char *path = j->last_ckpt;
-    af_ckpt_path(&j->cfg, step, path, sizeof j->last_ckpt);
-    if (j->ctx.P > 0 && j->ctx.worker_rank == 0) {
-        Arcface__CheckpointRequest cr = ARCFACE__CHECKPOINT_REQUEST__INIT;
-        cr.opt_step = step;
-        cr.path = path;
-        Arcface__Envelope env = ARCFACE__ENVELOPE__INIT;
-        env.body_case = ARCFACE__ENVELOPE__BODY_CHECKPOINT;
-        env.checkpoint = &cr;
-        for (int p = 0; p < j->ctx.P; p++) {
-            af_status st = af_msg_send(j->ctx.world, af_ctx_server_world_rank(&j->ctx, p), AF_TAG_REQUEST, &env,
-                                       &j->w.ctl);
-            if (st) return st;
-        }
-    }
-    af_ckpt_state s = {.step = step, .epoch = af_loader_epoch(j->w.loader),
-                       .sample_position = af_loader_position(j->w.loader)};
-    double t0 = MPI_Wtime();
-    af_status st = af_ckpt_write(&j->ctx, &j->cfg, j->ctx.P ? NULL : &j->w.local, &j->w, &s, path);
-    if (!st && j->ctx.rank == 0) {
-        struct stat sb;
-        double mb = stat(path, &sb) ? 0 : sb.st_size / 1e6, dt = MPI_Wtime() - t0;
-        printf("checkpoint: %s (%.1f MB in %.2f s, %.0f MB/s)\n", path, mb, dt, mb / dt);
-        fflush(stdout);
-    }
-    return st;
-}
-
-/* Worker 0 evaluates every val_target with the current backbone (eval mode) and
- * the class centres of the checkpoint just written; the other workers wait
- * without spinning. The results go to the console and the next metrics row. */
-static af_status evaluate(job *j, int64_t step, const char *ckpt_path)
-{
-    af_status st = AF_OK;
-    if (j->ctx.worker_rank == 0) {
-        af_backbone *bb = &j->w.bb;
-        float *centres = NULL;
-        int64_t nc = 0;
-        hid_t f;
-        if (!(st = af_h5_open_read(ckpt_path, &f))) {
-            hsize_t dims[AF_H5_MAXRANK];
-            int rank;
-            if (j->ctx.num_classes <= 100000 &&
-                !(st = af_h5_shape(f, ckpt_path, "/fc/weight", &rank, dims)) && rank == 2)
-                if (!(st = af_h5_read(f, ckpt_path, "/fc/weight", AF_H5_F32, 2, dims, (void **)&centres))) nc = (int64_t)dims[0];
-            H5Fclose(f);
-        }
-        char *row = j->val_row;
-        size_t cap = sizeof j->val_row, used = 0;
-        row[0] = 0;
-        for (int i = 0; i < j->n_val && !st; i++) {
-            if (!j->val[i] && (st = af_valset_open(&j->val[i], j->val_spec[i], bb->cfg.in_c, bb->cfg.in_h, bb->cfg.in_w)))
-                break;
-            af_valset_result r;
-            double t0 = MPI_Wtime();
-            if ((st = af_valset_run(j->val[i], bb, centres, nc, &r, NULL))) break;
-            printf("Eval: step %lld %s: accuracy %.5f +- %.5f, XNorm %.4f, TAR@FAR=1e-3 %.5f", (long long)step,
-                   j->val_name[i], r.ver.acc_mean, r.ver.acc_std, r.ver.xnorm, r.ver.tar[0].tar_mean);
-            if (r.has_centre) printf(", nearest-centre accuracy %.5f", r.centre_acc);
-            printf(" (%.1f s)\n", MPI_Wtime() - t0);
-            used += (size_t)snprintf(row + used, cap - used, ",%.6f,", r.ver.acc_mean);
-            if (r.has_centre && used < cap) used += (size_t)snprintf(row + used, cap - used, "%.6f", r.centre_acc);
-        }
-        free(centres);
-        fflush(stdout);
-    }
-    if (j->ctx.W > 1) {
-        /* The others wait for worker 0 without burning the cores it evaluates on. */
-        MPI_Request rq;
-        int done = 0, fail = st != AF_OK, any;
-        MPI_Iallreduce(&fail, &any, 1, MPI_INT, MPI_MAX, j->ctx.workers, &rq);
-        while (!done) {
-            MPI_Test(&rq, &done, MPI_STATUS_IGNORE);
-            if (!done) {
-                struct timespec ts = {0, 2000000};
-                nanosleep(&ts, NULL);
-            }
-        }
-        if (any && !st) st = af_errorf(AF_ERR_ARG, "worker 0 failed to evaluate (see its message)");
-    }
-    return st;
-}
-
-static void log_step(job *j, int64_t step, double loss, double step_loss, float lr, double *win_t0, int64_t *win_steps, double t_start,
-                     int64_t first_step)
-{
-    const af_worker *w = &j->w;
-    double now = MPI_Wtime(), dt = now - *win_t0;
-    double sps = dt > 0 ? (double)*win_steps * w->G * w->acc / dt : 0;
-    double per_step = (now - t_start) / (double)(step + 1 - first_step);
-    double eta = per_step * (double)(j->stop_step - step - 1);
-    int64_t epoch = step * w->acc / (j->steps_per_epoch ? j->steps_per_epoch : 1);
-    af_loader_stats ls;
-    af_loader_get_stats(w->loader, &ls);
-    time_t tt = time(NULL);
-    char ts[32];
-    strftime(ts, sizeof ts, "%Y-%m-%d %H:%M:%S", localtime(&tt));
-    printf("Training: %s step %lld/%lld epoch %lld loss %.4f lr %.6f speed %.1f samples/s ETA %dh%02dm%02ds\n", ts,
-           (long long)(step + 1), (long long)j->stop_step, (long long)epoch, loss, lr, sps, (int)(eta / 3600),
-           (int)fmod(eta / 60, 60), (int)fmod(eta, 60));
-    if (ls.corrupt_skipped)
-        printf("  data: %lld corrupt images skipped so far (skip_corrupt); the latest: %s\n",
-               (long long)ls.corrupt_skipped, ls.last_corrupt);
-    if (j->cfg.profile) {
-        printf("  time per step (s):");
-        for (int i = 0; i < AF_T_COUNT; i++) printf(" %s %.4f", af_timer_names[i], w->t[i] / (double)(step + 1 - first_step));
-        printf(" | bytes/step (all workers) pulled %.0f pushed %.0f headers %.0f\n",
-               (double)j->traffic[0] / (double)(step + 1 - first_step),
-               (double)j->traffic[1] / (double)(step + 1 - first_step),
-               (double)j->traffic[2] / (double)(step + 1 - first_step));
-    }
-    fflush(stdout);
-    fprintf(j->metrics, "%lld,%lld,%.9g,%.9g,%.9g,%.3f,%.6g,%.6f", (long long)(step + 1), (long long)epoch, loss,
-            step_loss, lr, sps, w->last_grad_norm, ls.wait_s);
-    if (j->val_row[0]) fprintf(j->metrics, "%s\n", j->val_row);
-    else {
-        for (int i = 0; i < j->n_val; i++) fprintf(j->metrics, ",,");
-        fprintf(j->metrics, "\n");
-    }
-    j->val_row[0] = 0;
-    fflush(j->metrics);
-    *win_t0 = now;
-    *win_steps = 0;
-}
-
-static af_status run_worker(job *j)
-{
-    af_status st = af_worker_init(&j->w, &j->ctx, &j->cfg, j->ds, j->resume ? j->info.epoch : 0,
-                                  j->resume ? j->info.sample_position : 0);
-    if (st) return st;
-    if (j->resume && (st = af_ckpt_load_worker(j->resume_path, &j->w, &j->info))) return st;
-    af_worker *w = &j->w;
-    const int acc = j->cfg.gradient_acc;
-    j->steps_per_epoch = af_loader_steps_per_epoch(w->loader);
-    j->total_steps = j->steps_per_epoch * j->cfg.num_epoch / acc;
-    j->warmup_steps = j->steps_per_epoch * j->cfg.warmup_epoch / acc;
-    j->stop_step = j->cfg.max_steps > 0 && j->cfg.max_steps < j->total_steps ? j->cfg.max_steps : j->total_steps;
-    if (j->ctx.rank == 0) {
-        printf("schedule: %lld micro-steps per epoch, %lld optimizer steps in total (warmup %lld), stopping after %lld\n",
-               (long long)j->steps_per_epoch, (long long)j->total_steps, (long long)j->warmup_steps,
-               (long long)j->stop_step);
-        fflush(stdout);
-    }
-    int64_t first = j->resume ? j->info.step : 0, win_steps = 0;
-    double win_loss = 0; /* summed over the logging window: the log shows its mean, as arcface_torch's AverageMeter */
-    double t_start = MPI_Wtime(), win_t0 = t_start;
-    if (first >= j->stop_step) {
-        if (j->ctx.rank == 0) printf("arcface-train: the checkpoint is already at step %lld; nothing to do\n", (long long)first);
-        return af_worker_shutdown(w, first, 0);
-    }
-    for (int64_t s = first; s < j->stop_step; s++) {
-        float lr = af_lr_at(j->cfg.lr, s, j->warmup_steps, j->total_steps);
-        double loss;
-        if ((st = af_worker_step(w, s, lr, &loss))) return af_error_wrap(st, "optimizer step %lld", (long long)s);
-        win_steps++;
-        win_loss += loss;
-        int last = s + 1 == j->stop_step;
-        int eval_now = j->n_val > 0 && (last || (j->cfg.verbose > 0 && (s + 1) % j->cfg.verbose == 0));
-        /* An evaluation needs the class centres, which live on the servers: it
-         * reads them from a checkpoint of the same step. */
-        int ckpt_now = last || eval_now || (j->cfg.save_every > 0 && (s + 1) % j->cfg.save_every == 0);
-        double t_pause = MPI_Wtime();
-        if (ckpt_now && (st = checkpoint(j, s + 1))) return st;
-        if (eval_now && (st = evaluate(j, s + 1, j->last_ckpt))) return st;
-        /* Throughput and ETA leave checkpoint and evaluation time out. */
-        t_pause = MPI_Wtime() - t_pause;
-        win_t0 += t_pause;
-        t_start += t_pause;
-        int log_now = (s + 1) % j->cfg.frequent == 0 || last || eval_now;
-        if (log_now && j->cfg.profile && j->ctx.W > 1) {
-            /* Traffic is per worker; the log shows the job's total. */
-            uint64_t mine[3] = {w->bytes_pulled, w->bytes_pushed, w->msg_header_bytes}, sum[3];
-            MPI_Allreduce(mine, sum, 3, MPI_UINT64_T, MPI_SUM, j->ctx.workers);
-            j->traffic[0] = sum[0]; j->traffic[1] = sum[1]; j->traffic[2] = sum[2];
-        } else {
-            j->traffic[0] = w->bytes_pulled; j->traffic[1] = w->bytes_pushed; j->traffic[2] = w->msg_header_bytes;
-        }
-        if (log_now) {
-            if (j->ctx.rank == 0)
-                log_step(j, s, win_loss / (double)win_steps, loss, lr, &win_t0, &win_steps, t_start, first);
-            win_steps = 0;
-            win_loss = 0;
-        }
-        /* A signal may reach any subset of workers: agree on it every step. */
-        int sig = stop_signal;
-        if (j->ctx.W > 1) MPI_Allreduce(MPI_IN_PLACE, &sig, 1, MPI_INT, MPI_MAX, j->ctx.workers);
-        if (sig && !last) {
-            if ((!ckpt_now && (st = checkpoint(j, s + 1))) || (st = af_worker_shutdown(w, s + 1, 1))) return st;
-            return af_errorf(AF_ERR_INTERRUPTED, "stopped by signal %d after the checkpoint of step %lld", sig,
-                             (long long)(s + 1));
-        }
-    }
-    return af_worker_shutdown(w, j->stop_step, 0);
-}
-
-static void job_free(job *j)
-{
-    fflush(stdout);
-    for (int i = 0; i < j->n_val; i++) af_valset_close(j->val[i]);
-    if (j->metrics) fclose(j->metrics);
-    af_worker_free(&j->w);
-    af_ps_shard_free(&j->shard);
-    af_dataset_close(j->ds);
-    af_ctx_free(&j->ctx);
-    MPI_Finalize();
-}
 
 static int usage(void)
 {
@@ -387,87 +36,50 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return usage();
     int provided;
-    MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
-    struct sigaction sa = {0};
-    sa.sa_handler = on_stop_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGUSR1, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    if (MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
+        fprintf(stderr, "arcface-train: error: MPI_Init_thread failed\n");
+        return EXIT_ERROR;
+    }
+    /* The loader's threads never call MPI, so FUNNELED is all this needs. */
+    if (provided < MPI_THREAD_FUNNELED) {
+        fprintf(stderr, "arcface-train: error: the MPI library provides thread level %d, MPI_THREAD_FUNNELED (%d) is "
+                        "needed for the data loader's threads\n", provided, MPI_THREAD_FUNNELED);
+        MPI_Abort(MPI_COMM_WORLD, EXIT_ERROR);
+    }
+    af_trainer_install_signals();
     int rank;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    static job j;
+    static af_config cfg;
     af_status st;
-    af_config_defaults(&j.cfg);
-    if ((st = af_config_parse_args(&j.cfg, argc, argv, 1)) || (st = af_config_check(&j.cfg))) {
+    af_config_defaults(&cfg);
+    if ((st = af_config_parse_args(&cfg, argc, argv, 1)) || (st = af_config_check(&cfg))) {
         if (rank == 0) fprintf(stderr, "arcface-train: error: %s\n", af_errmsg());
         MPI_Finalize();
         return st == AF_ERR_ARG ? EXIT_USAGE : EXIT_ERROR;
     }
-    af_dataset_opts dopts = {.num_classes = 0};
-    st = af_dataset_open(&j.ds, j.cfg.rec, &dopts);
-    int64_t C = 0;
-    if (!st) {
-        int64_t dc = af_dataset_num_classes(j.ds);
-        C = j.cfg.num_classes ? j.cfg.num_classes : dc;
-        if (C < dc)
-            st = af_errorf(AF_ERR_ARG, "configuration key 'num_classes': %lld, but dataset '%s' has %lld classes",
-                           (long long)C, j.cfg.rec, (long long)dc);
-    } else {
-        af_error_wrap(st, "configuration key 'rec'");
+    af_trainer_outcome out;
+    st = af_trainer_run(&cfg, MPI_COMM_WORLD, &out);
+    if (st == AF_ERR_INTERRUPTED) {
+        if (rank == 0) printf("arcface-train: %s; exit status %d (rerun with resume = auto to continue)\n", af_errmsg(),
+                              EXIT_PREEMPTED);
+        fflush(stdout);
+        MPI_Finalize();
+        return EXIT_PREEMPTED;
     }
-    af_status cst = af_ctx_init(&j.ctx, MPI_COMM_WORLD, j.cfg.ps, C);
-    if (cst && !st) st = cst;
-    if (!cst) st = af_ctx_agree(&j.ctx, st);
-    if (!st) st = parse_val_targets(&j);
-    if (!st && rank == 0) st = prepare_output(&j);
-    if (!cst && !st) st = af_ctx_agree(&j.ctx, st);
-    if (!st) {
-        /* Every rank resolves and checks the same checkpoint; a missing or
-         * unreadable one is an error, never a silent fresh start. */
-        st = af_ckpt_resolve(&j.cfg, j.resume_path, sizeof j.resume_path, &j.resume);
-        if (!st && j.resume && !(st = af_ckpt_read_info(j.resume_path, &j.info)))
-            st = af_ckpt_check(&j.info, &j.cfg, &j.ctx, j.resume_path);
-        st = af_ctx_agree(&j.ctx, st);
-        if (!st && rank == 0) {
-            if (j.resume)
-                printf("resume: %s at optimizer step %lld (epoch %lld, sample %lld), written by %lld workers and %lld "
-                       "servers\n", j.resume_path, (long long)j.info.step, (long long)j.info.epoch,
-                       (long long)j.info.sample_position, (long long)j.info.num_workers, (long long)j.info.num_servers);
-            else
-                printf("resume: no checkpoint (resume = %s), starting fresh\n", j.cfg.resume);
-            fflush(stdout);
-        }
+    if (st && out.must_abort) {
+        /* Peers may be blocked in a collective or waiting on this rank: abort the job. */
+        fprintf(stderr, "arcface-train: rank %d (%s): error: %s\n", rank, out.is_server ? "server" : "worker",
+                af_errmsg());
+        fflush(stderr);
+        MPI_Abort(MPI_COMM_WORLD, 1);
     }
     if (st) {
         fprintf(stderr, "arcface-train: rank %d: error: %s\n", rank, af_errmsg());
         MPI_Finalize();
         return EXIT_ERROR;
     }
-    {
-        /* One line per rank so that a multi-node job shows where each role landed
-         * (tests/slurm/two_nodes.sh checks that workers and servers span the nodes). */
-        char host[MPI_MAX_PROCESSOR_NAME] = "?";
-        int hlen = 0;
-        if (MPI_Get_processor_name(host, &hlen) != MPI_SUCCESS) snprintf(host, sizeof host, "?");
-        printf("rank %d: %s %d on host %s\n", rank, j.ctx.role == AF_ROLE_SERVER ? "server" : "worker",
-               j.ctx.role == AF_ROLE_SERVER ? j.ctx.server_rank : j.ctx.worker_rank, host);
-        fflush(stdout);
-    }
-    st = j.ctx.role == AF_ROLE_SERVER ? run_server(&j) : run_worker(&j);
-    if (st == AF_ERR_INTERRUPTED) {
-        if (rank == 0) printf("arcface-train: %s; exit status %d (rerun with resume = auto to continue)\n", af_errmsg(),
-                              EXIT_PREEMPTED);
-        job_free(&j);
-        return EXIT_PREEMPTED;
-    }
-    if (st) {
-        /* Peers may be blocked in a collective or waiting on this rank: abort the job. */
-        fprintf(stderr, "arcface-train: rank %d (%s): error: %s\n", rank,
-                j.ctx.role == AF_ROLE_SERVER ? "server" : "worker", af_errmsg());
-        fflush(stderr);
-        MPI_Abort(MPI_COMM_WORLD, 1);
-    }
     if (rank == 0) printf("arcface-train: done\n");
-    job_free(&j);
+    fflush(stdout);
+    MPI_Finalize();
     return EXIT_OK;
 }

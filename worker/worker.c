@@ -34,10 +34,17 @@ static af_status sum_doubles(void *user, double *buf, size_t n)
     return AF_OK;
 }
 
+/* Called inside backward, which cannot return a status: the first failing
+ * code is kept in bucket_rc and reported after backward. */
 static void launch_bucket(af_worker *w, size_t begin, size_t end)
 {
-    MPI_Iallreduce(MPI_IN_PLACE, w->bb.grads + begin, (int)(end - begin), MPI_FLOAT, MPI_SUM, w->ctx->workers,
-                   &w->bucket_req[w->n_buckets++]);
+    int rc = MPI_Iallreduce(MPI_IN_PLACE, w->bb.grads + begin, (int)(end - begin), MPI_FLOAT, MPI_SUM,
+                            w->ctx->workers, &w->bucket_req[w->n_buckets]);
+    if (rc != MPI_SUCCESS) {
+        if (!w->bucket_rc) w->bucket_rc = rc;
+        return;
+    }
+    w->n_buckets++;
 }
 
 static void grads_ready(void *user, size_t begin, size_t end)
@@ -50,8 +57,8 @@ static void grads_ready(void *user, size_t begin, size_t end)
         w->pending_hi = begin;
     } else if (w->n_buckets) {
         /* Open MPI progresses non-blocking collectives inside MPI calls. */
-        int flag;
-        MPI_Testall(w->n_buckets, w->bucket_req, &flag, MPI_STATUSES_IGNORE);
+        int flag, rc = MPI_Testall(w->n_buckets, w->bucket_req, &flag, MPI_STATUSES_IGNORE);
+        if (rc != MPI_SUCCESS && !w->bucket_rc) w->bucket_rc = rc;
     }
 }
 
@@ -205,9 +212,8 @@ static af_status finish_pulls(af_worker *w, int64_t t)
     for (int p = 0; p < w->P; p++) {
         MPI_Status s;
         if ((st = mpi_check(MPI_Wait(&w->rx_req[p], &s), w, "waiting for a pull reply"))) return st;
-        int count;
-        MPI_Get_count(&s, MPI_BYTE, &count);
-        int srv = af_ctx_server_world_rank(w->ctx, p);
+        int count, srv = af_ctx_server_world_rank(w->ctx, p);
+        if ((st = mpi_check(MPI_Get_count(&s, MPI_BYTE, &count), w, "the size of a pull reply"))) return st;
         if ((st = af_msg_unpack(&w->rx[p], (size_t)count, srv))) return st;
         const Arcface__Envelope *env = w->rx[p].env;
         if (env->body_case == ARCFACE__ENVELOPE__BODY_ERROR)
@@ -233,7 +239,10 @@ static af_status post_pushes(af_worker *w, int64_t t)
     for (int p = 0; p < w->P; p++) {
         Arcface__PushRequest pr = ARCFACE__PUSH_REQUEST__INIT;
         int64_t n = w->srv_hi[p] - w->srv_lo[p];
+        const char *fault;
         pr.step = t;
+        /* Fault injection: a push the server must refuse. */
+        if (af_ctx_fault_hit(w->ctx, "push", t / w->acc, &fault) && !strcmp(fault, "badpush")) pr.step = t + 1000;
         pr.n_class_ids = (size_t)n;
         pr.class_ids = w->pfc.ids + w->srv_lo[p];
         pr.dim = w->D;
@@ -263,6 +272,8 @@ static af_status commit(af_worker *w, int64_t opt_step, float lr)
     if (w->ctx->worker_rank != 0) return AF_OK;
     Arcface__StepCommit c = ARCFACE__STEP_COMMIT__INIT;
     c.opt_step = opt_step;
+    const char *fault;
+    if (af_ctx_fault_hit(w->ctx, "commit", opt_step, &fault) && !strcmp(fault, "badcommit")) c.opt_step += 1000;
     c.pushes_per_worker = w->acc;
     c.lr = lr;
     Arcface__Envelope env = ARCFACE__ENVELOPE__INIT;
@@ -287,6 +298,42 @@ af_status af_worker_shutdown(af_worker *w, int64_t opt_step, int interrupted)
     for (int p = 0; p < w->P; p++) {
         af_status st = af_msg_send(w->ctx->world, af_ctx_server_world_rank(w->ctx, p), AF_TAG_REQUEST, &env, &w->ctl);
         if (st) return st;
+    }
+    return AF_OK;
+}
+
+af_status af_worker_poll_stop(af_worker *w, int *sig)
+{
+    *sig = 0;
+    for (;;) {
+        int flag, got;
+        MPI_Status s;
+        int rc = MPI_Iprobe(MPI_ANY_SOURCE, AF_TAG_STOP, w->ctx->world, &flag, &s);
+        if (rc != MPI_SUCCESS) return mpi_check(rc, w, "probing for a signal passed on by a server");
+        if (!flag) return AF_OK;
+        rc = MPI_Recv(&got, 1, MPI_INT, s.MPI_SOURCE, AF_TAG_STOP, w->ctx->world, MPI_STATUS_IGNORE);
+        if (rc != MPI_SUCCESS) return mpi_check(rc, w, "receiving a signal passed on by a server");
+        if (!*sig) *sig = got;
+    }
+}
+
+/* Between pull replies the only message a server sends is an ErrorReply to a
+ * push or commit of ours: read it as soon as it is there rather than at the
+ * next pull, where it would arrive a step late or, after the last step, never. */
+static af_status check_server_errors(af_worker *w)
+{
+    for (int p = 0; p < w->P; p++) {
+        int srv = af_ctx_server_world_rank(w->ctx, p), flag, from;
+        MPI_Status s;
+        af_status st = mpi_check(MPI_Iprobe(srv, AF_TAG_REPLY, w->ctx->world, &flag, &s), w, "probing for replies");
+        if (st || !flag) continue;
+        if ((st = af_msg_recv(w->ctx->world, srv, AF_TAG_REPLY, &w->ctl, &from))) return st;
+        const Arcface__Envelope *env = w->ctl.env;
+        if (env->body_case == ARCFACE__ENVELOPE__BODY_ERROR)
+            return af_errorf(AF_ERR_PROTO, "parameter server rank %d refused a request of worker %d: %s", srv,
+                             w->ctx->rank, env->error->message);
+        return af_errorf(AF_ERR_PROTO, "worker %d: unexpected %s message from server rank %d between steps",
+                         w->ctx->rank, af_msg_type_name(env), srv);
     }
     return AF_OK;
 }
@@ -322,6 +369,7 @@ af_status af_worker_step(af_worker *w, int64_t opt_step, float lr, double *loss)
         w->lo = K * wr / W;
         w->hi = K * (wr + 1) / W;
         int64_t k = w->hi - w->lo;
+        if (m == 0 && (st = af_ctx_fault(w->ctx, "pull", opt_step))) return st;
         if (w->P > 0) {
             if ((st = post_pulls(w, t))) return st;
         } else if ((st = af_ps_shard_gather(&w->local, w->pfc.ids + w->lo, k, w->wslice))) {
@@ -333,6 +381,7 @@ af_status af_worker_step(af_worker *w, int64_t opt_step, float lr, double *loss)
         const float *emb;
         if (m == 0) af_backbone_zero_grad(&w->bb);
         if ((st = af_backbone_forward(&w->bb, w->images, b, 1, &nc, &emb))) return st;
+        if (m == 0 && (st = af_ctx_fault(w->ctx, "forward", opt_step))) return st;
         w->t[AF_T_FORWARD] += MPI_Wtime() - t0;
 
         t0 = MPI_Wtime();
@@ -368,6 +417,7 @@ af_status af_worker_step(af_worker *w, int64_t opt_step, float lr, double *loss)
         } else {
             memcpy(w->dx_local, w->dX, sizeof(float) * (size_t)b * D);
         }
+        if (m == 0 && (st = af_ctx_fault(w->ctx, "push", opt_step))) return st;
         if (w->P > 0) {
             if ((st = post_pushes(w, t))) return st;
         } else if ((st = af_ps_shard_accumulate(&w->local, w->pfc.ids + w->lo, k, w->dwslice))) {
@@ -379,12 +429,14 @@ af_status af_worker_step(af_worker *w, int64_t opt_step, float lr, double *loss)
         w->allreduce_now = m == w->acc - 1 && W > 1;
         w->pending_hi = w->bb.n_trainable;
         w->n_buckets = 0;
+        w->bucket_rc = 0;
         if ((st = af_backbone_backward(&w->bb, w->dx_local, &nc))) return st;
         w->t[AF_T_BACKWARD] += MPI_Wtime() - t0;
 
         t0 = MPI_Wtime();
         if (w->allreduce_now) {
             if (w->pending_hi > 0) launch_bucket(w, 0, w->pending_hi);
+            if ((st = mpi_check(w->bucket_rc, w, "starting the gradient all-reduce"))) return st;
             if ((st = mpi_check(MPI_Waitall(w->n_buckets, w->bucket_req, MPI_STATUSES_IGNORE), w,
                                 "gradient all-reduce")))
                 return st;
@@ -395,6 +447,7 @@ af_status af_worker_step(af_worker *w, int64_t opt_step, float lr, double *loss)
         if (w->P > 0 &&
             (st = mpi_check(MPI_Waitall(w->P, w->tx_req, MPI_STATUSES_IGNORE), w, "waiting for push sends")))
             return st;
+        if (w->P > 0 && (st = check_server_errors(w))) return st;
         w->t[AF_T_PUSH_WAIT] += MPI_Wtime() - t0;
     }
 
@@ -404,9 +457,10 @@ af_status af_worker_step(af_worker *w, int64_t opt_step, float lr, double *loss)
     w->last_grad_norm = cfg->clip_grad > 0 ? af_clip_grad_norm(g, n, cfg->clip_grad) : 0;
     if (!strcmp(cfg->optimizer, "sgd")) af_sgd_step(&w->sgd, p, g, lr, cfg->momentum, cfg->weight_decay);
     else af_adamw_step(&w->adamw, p, g, lr, 0.9f, 0.999f, 1e-8f, cfg->weight_decay);
-    if ((st = commit(w, opt_step, lr))) return st;
+    if ((st = af_ctx_fault(w->ctx, "commit", opt_step)) || (st = commit(w, opt_step, lr))) return st;
     w->t[AF_T_OPTIM] += MPI_Wtime() - t0;
     *loss = total_loss / w->acc;
     w->last_loss = *loss;
+    af_ctx_progress();
     return AF_OK;
 }

@@ -13,6 +13,7 @@
 #define ARCFACE_CTX_H
 
 #include <mpi.h>
+#include <signal.h>
 #include <stdint.h>
 
 #include "arcface/status.h"
@@ -29,6 +30,9 @@ typedef struct {
     int worker_rank;     /* -1 on servers */
     int server_rank;     /* -1 on workers */
     int64_t num_classes;
+    /* Set by main() to its signal flag (NULL: none). Servers poll it while they
+     * wait and pass a signal on to the workers, who decide when to stop. */
+    const volatile sig_atomic_t *stop_flag;
 } af_ctx;
 
 /* Collective over `job`. ps: number of server ranks (ignored for a job of one rank). */
@@ -44,5 +48,32 @@ int64_t af_ctx_server_count(const af_ctx *c, int server);
  * every rank passed AF_OK, else an error on every rank. A failing rank keeps its
  * own message; the others get one naming the lowest failing rank. */
 af_status af_ctx_agree(const af_ctx *c, af_status local);
+
+/* Fault injection for the failure tests: ARCFACE_FAULT="RANK:PHASE:STEP[:ACTION]"
+ * makes world rank RANK act at PHASE ("pull", "forward", "push", "commit",
+ * "checkpoint") of optimizer step STEP. ACTION "kill" (the default) is a
+ * SIGKILL, as a node failure would be; "error" makes the phase fail with an
+ * error; other actions ("badpush", "badcommit") are for the caller to act on.
+ * af_ctx_fault_hit returns 1 (and *action) when this rank, phase and step match;
+ * af_ctx_fault carries out "kill" and "error" and returns AF_OK otherwise.
+ * Without the variable both cost one branch. Per rank. */
+/* The stop watchdog: a bound on every wait once a stop signal has arrived.
+ * After *c->stop_flag becomes non-zero, a rank that makes no progress (no
+ * af_ctx_progress call) for max(grace, 3 x the longest gap between progress
+ * calls so far) seconds prints why and exits with status 1: a peer is gone or
+ * stuck (srun ending a step after a rank died sends SIGTERM to the others, which
+ * would otherwise wait for the dead rank until Slurm's KillWait). grace is
+ * ARCFACE_STOP_GRACE seconds, default 10. Before a signal it does nothing:
+ * mpirun itself ends a job whose rank died, srun --kill-on-bad-exit signals it.
+ * af_ctx_watchdog_start: once per process, after c->stop_flag is set (per rank).
+ * af_ctx_progress: call after each step, checkpoint and evaluation. */
+af_status af_ctx_watchdog_start(const af_ctx *c);
+void af_ctx_progress(void);
+/* on = 1 around work that waits for no other rank (worker 0's evaluation):
+ * the watchdog counts it as progress. */
+void af_ctx_local_work(int on);
+
+int af_ctx_fault_hit(const af_ctx *c, const char *phase, int64_t step, const char **action);
+af_status af_ctx_fault(const af_ctx *c, const char *phase, int64_t step);
 
 #endif

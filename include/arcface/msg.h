@@ -20,6 +20,9 @@
 #define AF_PROTOCOL_VERSION 1u
 #define AF_TAG_REQUEST 7001
 #define AF_TAG_REPLY 7002
+/* Server -> every worker: one int, the number of a signal that reached the
+ * server (outside the Envelope protocol: workers probe for it once a step). */
+#define AF_TAG_STOP 7003
 
 typedef struct {
     uint8_t *buf;          /* (cap) wire bytes */
@@ -48,6 +51,12 @@ af_status af_msg_send(MPI_Comm comm, int dest, int tag, Arcface__Envelope *env, 
  * large, does not parse, has another protocol version or no body is consumed
  * and reported as AF_ERR_PROTO with *from set (so a server can answer it). */
 af_status af_msg_recv(MPI_Comm comm, int source, int tag, af_msgbuf *m, int *from);
+/* The same, calling poll(user) about every millisecond while no message is
+ * there; a non-OK status from poll ends the wait with that status (*from = -1).
+ * This is how a waiting rank notices signals and deadlines. */
+typedef af_status (*af_msg_poll_fn)(void *user);
+af_status af_msg_recv_poll(MPI_Comm comm, int source, int tag, af_msgbuf *m, int *from, af_msg_poll_fn poll,
+                           void *user);
 /* Unpacks `len` bytes already in m->buf (after an MPI_Irecv completed). */
 af_status af_msg_unpack(af_msgbuf *m, size_t len, int from);
 

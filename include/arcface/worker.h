@@ -68,6 +68,7 @@ typedef struct af_worker {
     int n_buckets, max_buckets;
     size_t bucket_floats, pending_hi;
     int allreduce_now;
+    int bucket_rc;             /* first failing MPI code of the bucket calls (inside backward) */
     /* accounting */
     double t[AF_T_COUNT];
     uint64_t bytes_pulled, bytes_pushed, msg_header_bytes;
@@ -84,6 +85,9 @@ af_status af_worker_step(af_worker *w, int64_t opt_step, float lr, double *loss)
 /* Worker 0 tells every server to stop (after the last commit); interrupted: the
  * job stops early because of a signal. */
 af_status af_worker_shutdown(af_worker *w, int64_t opt_step, int interrupted);
+/* *sig: the number of a signal a server passed on (AF_TAG_STOP) since the last
+ * call, else 0. Per worker; callers agree on it over the workers. */
+af_status af_worker_poll_stop(af_worker *w, int *sig);
 
 /* Learning rate of optimizer step `step` of `total`: linear warmup from 0 over
  * `warmup` steps, then polynomial decay (power 1) to 0, as arcface_torch's

@@ -4,7 +4,12 @@
  * second pull, out-of-range class ids and payloads of the wrong size. Each must be
  * answered with an ErrorReply naming the problem, and the shard must be intact:
  * a valid pull afterwards returns exactly the initial rows, and after a valid
- * push + commit exactly the SGD update a local shard computes. */
+ * push + commit exactly the SGD update a local shard computes.
+ * A refused pull leaves the server serving (its sender waits for the answer);
+ * anything else refused from a worker — nobody waits for an answer to a push,
+ * commit or undecodable bytes — also ends af_server_run with that error, so the
+ * job ends instead of waiting (bounded failure). The test then checks the
+ * returned error and restarts the server on the same shard (tags 98/99). */
 #include <math.h>
 #include <mpi.h>
 #include <stdio.h>
@@ -43,6 +48,20 @@ static void expect_error(const char *what, const char *needle)
     const char *e = reply();
     CHECK(e && strstr(e, needle), "%s: expected an error mentioning '%s', got %s", what, needle, e ? e : "a non-error");
     if (e) printf("%-28s -> error: %s\n", what, e);
+}
+
+/* A refusal that must also end the server: its error reply, then the error
+ * af_server_run returned (sent back by the test's server rank), then a restart
+ * of the server at optimizer step `restart`. */
+static void expect_fatal(const char *what, const char *needle, int64_t restart)
+{
+    expect_error(what, needle);
+    char msg[1024] = "";
+    MPI_Recv(msg, sizeof msg, MPI_CHAR, 1, 99, ctx.world, MPI_STATUS_IGNORE);
+    msg[sizeof msg - 1] = 0;
+    CHECK(strstr(msg, needle) != NULL, "%s: the server must return the error, it returned '%s'", what, msg);
+    printf("%-28s -> server ended: %s\n", "", msg);
+    MPI_Send(&restart, 1, MPI_INT64_T, 1, 98, ctx.world);
 }
 
 static void pull(int64_t step, const int64_t *ids, int n)
@@ -101,7 +120,7 @@ static void worker(void)
     uint8_t junk[64];
     for (int i = 0; i < 64; i++) junk[i] = (uint8_t)(i * 37 + 11);
     send_raw(junk, sizeof junk);
-    expect_error("undecodable bytes", "not a valid protobuf");
+    expect_fatal("undecodable bytes", "not a valid protobuf", 0);
 
     Arcface__PullRequest p = ARCFACE__PULL_REQUEST__INIT;
     p.n_class_ids = NIDS;
@@ -112,17 +131,17 @@ static void worker(void)
     size_t len;
     af_msg_pack(&env, &tx, &len);
     send_raw(tx.buf, (int)len - 3);
-    expect_error("truncated protobuf", "not a valid protobuf");
+    expect_fatal("truncated protobuf", "not a valid protobuf", 0);
 
     env.version = 99;
     len = arcface__envelope__pack(&env, tx.buf);
     send_raw(tx.buf, (int)len);
-    expect_error("wrong protocol version", "protocol version 99");
+    expect_fatal("wrong protocol version", "protocol version 99", 0);
 
     uint8_t *big = calloc(1 << 22, 1);
     send_raw(big, 1 << 22);
     free(big);
-    expect_error("oversized message", "limit");
+    expect_fatal("oversized message", "limit", 0);
 
     Arcface__ErrorReply er = ARCFACE__ERROR_REPLY__INIT;
     er.message = "hello";
@@ -130,12 +149,12 @@ static void worker(void)
     e2.body_case = ARCFACE__ENVELOPE__BODY_ERROR;
     e2.error = &er;
     send_env(&e2);
-    expect_error("unexpected message type", "unexpected error message");
+    expect_fatal("unexpected message type", "unexpected error message", 0);
 
     float g[NIDS * D];
     for (int i = 0; i < NIDS * D; i++) g[i] = 0.1f * (float)(i % 7) - 0.3f;
     push(0, ids, NIDS, g, sizeof g);
-    expect_error("push before the pulls", "unexpected push");
+    expect_fatal("push before the pulls", "unexpected push", 0);
 
     pull(0, bad_ids, 2);
     expect_error("class id out of range", "class id 50");
@@ -145,12 +164,18 @@ static void worker(void)
     pull(0, ids, NIDS);
     check_rows("valid pull after garbage", &ref, ids, NIDS);
     pull(0, ids, NIDS);
-    expect_error("second pull of a step", "unexpected pull");
+    expect_fatal("second pull of a step", "unexpected pull", 0);
 
+    pull(0, ids, NIDS);
+    check_rows("pull after a restart", &ref, ids, NIDS);
     push(0, ids, NIDS, g, sizeof g - 4);
-    expect_error("push payload too short", "payload bytes");
+    expect_fatal("push payload too short", "payload bytes", 0);
+    pull(0, ids, NIDS);
+    check_rows("pull after a refused push", &ref, ids, NIDS);
     push(0, bad_ids, 2, g, 2 * D * sizeof(float));
-    expect_error("push with a bad class id", "class id 50");
+    expect_fatal("push with a bad class id", "class id 50", 0);
+    pull(0, ids, NIDS);
+    check_rows("pull after a refused push", &ref, ids, NIDS);
     push(0, ids, NIDS, g, sizeof g);
     af_ps_shard_accumulate(&ref, ids, NIDS, g);
 
@@ -163,7 +188,11 @@ static void worker(void)
     e3.commit = &c;
     c.opt_step = 3;
     send_env(&e3);
-    expect_error("commit of a wrong step", "commit of optimizer step 0");
+    expect_fatal("commit of a wrong step", "commit of optimizer step 0", 0);
+    /* The accumulated push survives the refused commit: an empty push completes the step. */
+    pull(0, ids, NIDS);
+    check_rows("pull after a refused commit", &ref, ids, NIDS);
+    push(0, ids, 0, g, 0);
     c.opt_step = 0;
     send_env(&e3);
     af_ps_shard_apply(&ref, 0.5f);
@@ -209,7 +238,13 @@ int main(int argc, char **argv)
         af_ps_shard s;
         af_ps_shard_init(&s, 0, C, D, C, &cfg);
         af_ps_shard_init_weights(&s, cfg.seed);
-        st = af_server_run(&ctx, &cfg, &s, 0, NULL, NULL);
+        int64_t first = 0;
+        while ((st = af_server_run(&ctx, &cfg, &s, first, NULL, NULL)) == AF_ERR_PROTO) {
+            char msg[1024];
+            snprintf(msg, sizeof msg, "%s", af_errmsg());
+            MPI_Send(msg, (int)strlen(msg) + 1, MPI_CHAR, 0, 99, ctx.world);
+            MPI_Recv(&first, 1, MPI_INT64_T, 0, 98, ctx.world, MPI_STATUS_IGNORE);
+        }
         if (st) printf("server returned an error: %s\n", af_errmsg());
         af_ps_shard_free(&s);
     }

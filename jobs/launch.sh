@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Runs a launcher command line (mpirun ... arcface-train ...) so that SIGTERM or
+# SIGINT to this script stops the job the graceful way: the ranks finish the
+# step, write a checkpoint and exit 3, and so does this script.
+#
+#   jobs/launch.sh mpirun -np 4 build/bin/arcface-train my.conf --ps 2
+#
+# Why a wrapper: Open MPI's mpirun cannot forward SIGTERM (ess_base_forward_signals
+# refuses it); on SIGTERM it kills the ranks (SIGTERM, then SIGKILL after
+# odls_base_sigkill_timeout = 1 s) and exits 1, whatever the ranks did. It does
+# forward SIGUSR1 to every rank, so this script turns SIGTERM/SIGINT into SIGUSR1.
+# A second SIGTERM/SIGINT passes through unchanged (stop now, no checkpoint).
+# Exit status: the launcher's (3 after a graceful stop).
+set -u
+[ $# -ge 1 ] || { echo "usage: jobs/launch.sh LAUNCHER [ARGS...]" >&2; exit 2; }
+stops=0
+on_stop() {
+  stops=$((stops + 1))
+  if [ "$stops" -eq 1 ]; then
+    echo "launch.sh: $1: asking every rank to checkpoint and stop (again to stop at once)" >&2
+    kill -USR1 "$pid" 2>/dev/null
+  else
+    kill "-$1" "$pid" 2>/dev/null
+  fi
+}
+trap 'on_stop TERM' TERM
+trap 'on_stop INT' INT
+trap 'kill -USR1 "$pid" 2>/dev/null' USR1
+"$@" &
+pid=$!
+while :; do
+  wait "$pid"; rc=$?
+  # A trapped signal interrupts `wait` (status > 128) while the launcher still runs.
+  if [ "$rc" -gt 128 ] && kill -0 "$pid" 2>/dev/null; then continue; fi
+  [ "$rc" -gt 128 ] && { wait "$pid"; rc=$?; }
+  break
+done
+exit "$rc"
