@@ -58,8 +58,10 @@ cl2_wait_job() { # JOBID SECONDS
 
 cl2_in_ns() { # NETNS HOSTNAME NODEDIR CMD... : a daemon in its own UTS and mount namespace
   local ns=$1 host=$2 nodedir=$3; shift 3
+  # Called with &: exec, so that the background job is the daemon itself (its PID
+  # is $!) and no copy of the caller's shell keeps the caller's stdout open.
   # unshare --mount makes the copied mounts private, so these binds stay in here.
-  nsenter --net="/run/netns/$ns" unshare --uts --mount sh -c '
+  exec nsenter --net="/run/netns/$ns" unshare --uts --mount sh -c '
     set -e
     hostname "$1"
     mount --bind "$2/hosts" /etc/hosts
