@@ -10,7 +10,7 @@
 #            2. the same job preempted with `scancel --signal=USR1 --batch` after its
 #               first checkpoint: it checkpoints, requeues itself, resumes on the two
 #               nodes, and its final checkpoint must equal job 1's in every dataset
-#               and attribute, bit for bit (h5py). Jobs 1 and 2 run side by side.
+#               and attribute, bit for bit (h5py).
 #   grow     a one-node job's checkpoint (2 workers + 1 server, 97 classes) resumed
 #            on two nodes with more servers and classes (2 + 2, 131): it resumes,
 #            places ranks on both nodes and trains on. A skip (77) while the
@@ -83,21 +83,23 @@ wait_ckpt() { # NAME: until the run's first checkpoint exists
 
 case $SCENARIO in
 preempt)
-  STEPS=60
+  STEPS=40
   echo "== 1. uninterrupted and 2. preempted jobs, 2 nodes x (1 worker + 1 server), srun --mpi=pmix"
   conf plain 97 $STEPS; conf preempted 97 $STEPS
+  # One job at a time: two jobs' ranks on one node at once have crashed Open MPI's
+  # shared-memory set-up here (a segfault after "open(2) ... No such file").
   b1=$(cl2_link_bytes 1); b2=$(cl2_link_bytes 2)
   plain=$(submit plain 2 2)
+  cl2_wait_job "$plain" 300 || fail "job $plain (uninterrupted)"
+  b1=$(( $(cl2_link_bytes 1) - b1 )); b2=$(( $(cl2_link_bytes 2) - b2 ))
+  echo "bytes through the nodes' links during job $plain: afnode1 $b1, afnode2 $b2 (at least 1000000 each expected)"
+  [ "$b1" -gt 1000000 ] && [ "$b2" -gt 1000000 ] || fail "too few bytes crossed the links: the ranks did not talk over TCP"
+  placement "$WORK/plain.log"
   pre=$(submit preempted 2 2)
   wait_ckpt preempted
   echo "preempting job $pre after $(cat "$WORK/preempted/checkpoints/latest")"
   cl2 scancel --signal=USR1 --batch "$pre"
-  cl2_wait_job "$plain" 300 || fail "job $plain (uninterrupted)"
   cl2_wait_job "$pre" 300 || fail "job $pre (preempted)"
-  b1=$(( $(cl2_link_bytes 1) - b1 )); b2=$(( $(cl2_link_bytes 2) - b2 ))
-  echo "bytes through the nodes' links during both jobs: afnode1 $b1, afnode2 $b2 (at least 1000000 each expected)"
-  [ "$b1" -gt 1000000 ] && [ "$b2" -gt 1000000 ] || fail "too few bytes crossed the links: the ranks did not talk over TCP"
-  placement "$WORK/plain.log"
   placement "$WORK/preempted.log"
   grep -h "^train.sbatch:" "$WORK/preempted.log"
   grep -q "requeueing job" "$WORK/preempted.log" || fail "the preempted job did not requeue itself"
