@@ -32,7 +32,7 @@ static const key_def keys[] = {
     K(rec, T_STR), K(flip, T_BOOL), K(skip_corrupt, T_BOOL), K(loader_threads, T_INT),
     K(ps, T_INT), K(threads, T_INT),
     K(output, T_STR), K(frequent, T_INT), K(profile, T_BOOL), K(save_every, T_INT), K(keep_checkpoints, T_INT),
-    K(resume, T_STR), K(verbose, T_INT), K(val_targets, T_STR),
+    K(resume, T_STR), K(resume_allow_changes, T_STR), K(verbose, T_INT), K(val_targets, T_STR),
 };
 #undef K
 #define NKEYS (sizeof keys / sizeof keys[0])

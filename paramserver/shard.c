@@ -155,6 +155,19 @@ void af_ps_shard_apply(af_ps_shard *s, float lr)
     s->n_touched = 0;
 }
 
+af_status af_ps_shard_register_state(af_ps_shard *s, int64_t num_classes, af_state *reg)
+{
+    af_status st;
+    if ((st = af_state_add_rows(reg, "fc shard", "/fc/weight", s->w, num_classes, s->D, s->start, s->count)) ||
+        (st = af_state_add_rows(reg, "fc optimizer", "/fc/momentum", s->mom, num_classes, s->D, s->start, s->count)))
+        return st;
+    if (s->adamw &&
+        (st = af_state_add_rows(reg, "fc optimizer", "/fc/exp_avg_sq", s->mom2, num_classes, s->D, s->start, s->count)))
+        return st;
+    /* Every shard steps once per optimizer step, so all servers hold the same count. */
+    return af_state_add_scalar(reg, "fc optimizer", "fc_adam_t", &s->adam_t);
+}
+
 size_t af_ps_shard_state_bytes(const af_ps_shard *s)
 {
     return sizeof(float) * (size_t)s->count * s->D * (s->adamw ? 3 : 2);

@@ -161,7 +161,13 @@ int main(int argc, char **argv)
             o.split = !strcmp(v, "test") ? AF_DATASET_SPLIT_TEST : AF_DATASET_SPLIT_TRAIN;
             argi++;
         } else if (!strcmp(a, "-j") && v) {
-            threads = atoi(v);
+            char *end;
+            long t = strtol(v, &end, 10);
+            if (end == v || *end || t < 1 || t > 256) {
+                fprintf(stderr, "arcface-data: -j %s: expected a number of threads from 1 to 256\n", v);
+                return 2;
+            }
+            threads = (int)t;
             argi++;
         } else if (!strcmp(a, "--max-list") && v) {
             max_list = atoll(v);

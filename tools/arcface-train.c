@@ -11,8 +11,8 @@
  * forward SIGUSR1 to every rank; jobs/launch.sh turns SIGTERM to mpirun into
  * that) makes every rank finish the current step, write a checkpoint and exit
  * with status 3; `--resume auto` (the default) then continues from it.
- * Exit status: 0 done; 1 error; 2 usage or configuration error; 3 stopped by a
- * signal after a complete checkpoint. */
+ * Exit status: 0 done; 1 error; 2 usage or configuration error (a resume the
+ * checkpoint refuses included); 3 stopped by a signal after a complete checkpoint. */
 #include <mpi.h>
 #include <stdio.h>
 #include <string.h>
@@ -76,7 +76,8 @@ int main(int argc, char **argv)
     if (st) {
         fprintf(stderr, "arcface-train: rank %d: error: %s\n", rank, af_errmsg());
         MPI_Finalize();
-        return EXIT_ERROR;
+        /* A configuration the job or its checkpoint cannot take (a refused resume included). */
+        return st == AF_ERR_ARG ? EXIT_USAGE : EXIT_ERROR;
     }
     if (rank == 0) printf("arcface-train: done\n");
     fflush(stdout);

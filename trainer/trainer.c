@@ -18,9 +18,11 @@
 #include "arcface/data.h"
 #include "arcface/h5io.h"
 #include "arcface/paramserver.h"
+#include "arcface/state.h"
 #include "arcface/trainer.h"
 #include "arcface/valset.h"
 #include "arcface/worker.h"
+#include "resume.h"
 
 #define MAX_VAL 8
 
@@ -38,6 +40,8 @@ typedef struct {
     int resume;               /* a checkpoint is being resumed */
     char resume_path[AF_CFG_STR + 64];
     af_ckpt_info info;
+    af_state reg;             /* this rank's checkpointable state */
+    int64_t ck_step, ck_epoch, ck_pos; /* the trainer's own: optimizer steps done, loader position */
     uint64_t traffic[3];      /* pulled, pushed, header bytes: job totals at the last log */
     /* periodic evaluation (worker 0) */
     int n_val;
@@ -122,11 +126,22 @@ static af_status prepare_output(job *j)
     return AF_OK;
 }
 
+/* Test hook: ARCFACE_LIST_STATE=1 prints every rank's registry once, at init. */
+static af_status list_state(job *j)
+{
+    const char *e = getenv("ARCFACE_LIST_STATE");
+    if (!e || *e != '1') return AF_OK;
+    char prefix[48];
+    snprintf(prefix, sizeof prefix, "rank %d: ", j->ctx.rank);
+    af_state_print(&j->reg, stdout, prefix);
+    fflush(stdout);
+    return AF_OK;
+}
+
 static af_status server_checkpoint(void *user, int64_t opt_step, const char *path)
 {
     job *j = user;
-    (void)opt_step;
-    return af_ckpt_write(&j->ctx, &j->cfg, &j->shard, NULL, NULL, path);
+    return af_ckpt_write(&j->ctx, &j->cfg, &j->reg, 0, opt_step, path);
 }
 
 static af_status run_server(job *j)
@@ -138,7 +153,8 @@ static af_status run_server(job *j)
     af_status st = af_ps_shard_init(&j->shard, start, count, j->cfg.embedding_size, touch, &j->cfg);
     if (st) return st;
     af_ps_shard_init_weights(&j->shard, j->cfg.seed);
-    if (j->resume && (st = af_ckpt_load_shard(j->resume_path, &j->shard, &j->info))) return st;
+    if ((st = af_ps_shard_register_state(&j->shard, c->num_classes, &j->reg)) || (st = list_state(j))) return st;
+    if (j->resume && (st = af_ckpt_load_state(j->resume_path, &j->reg, &j->info))) return st;
     printf("server %d (rank %d): classes [%lld, %lld) = %lld, weights + optimizer state %.1f MiB, shard total %.1f MiB, "
            "resident %.1f MiB\n", p, c->rank, (long long)start, (long long)(start + count), (long long)count,
            af_ps_shard_state_bytes(&j->shard) / 1048576.0, af_ps_shard_total_bytes(&j->shard) / 1048576.0,
@@ -172,10 +188,11 @@ static af_status checkpoint(job *j, int64_t step)
     }
     af_status fst = af_ctx_fault(&j->ctx, "checkpoint", step);
     if (fst) return fst;
-    af_ckpt_state s = {.step = step, .epoch = af_loader_epoch(j->w.loader),
-                       .sample_position = af_loader_position(j->w.loader)};
+    j->ck_step = step;
+    j->ck_epoch = af_loader_epoch(j->w.loader);
+    j->ck_pos = af_loader_position(j->w.loader);
     double t0 = MPI_Wtime();
-    af_status st = af_ckpt_write(&j->ctx, &j->cfg, j->ctx.P ? NULL : &j->w.local, &j->w, &s, path);
+    af_status st = af_ckpt_write(&j->ctx, &j->cfg, &j->reg, j->w.num_image, step, path);
     af_ctx_progress();
     if (!st && j->ctx.rank == 0) {
         struct stat sb;
@@ -294,7 +311,12 @@ static af_status run_worker(job *j)
     af_status st = af_worker_init(&j->w, &j->ctx, &j->cfg, j->ds, j->resume ? j->info.epoch : 0,
                                   j->resume ? j->info.sample_position : 0);
     if (st) return st;
-    if (j->resume && (st = af_ckpt_load_worker(j->resume_path, &j->w, &j->info))) return st;
+    if ((st = af_worker_register_state(&j->w, &j->reg)) ||
+        (st = af_state_add_scalar(&j->reg, "trainer", "step", &j->ck_step)) ||
+        (st = af_state_add_scalar(&j->reg, "loader", "epoch", &j->ck_epoch)) ||
+        (st = af_state_add_scalar(&j->reg, "loader", "sample_position", &j->ck_pos)) || (st = list_state(j)))
+        return st;
+    if (j->resume && (st = af_ckpt_load_state(j->resume_path, &j->reg, &j->info))) return st;
     af_worker *w = &j->w;
     const int acc = j->cfg.gradient_acc;
     j->steps_per_epoch = af_loader_steps_per_epoch(w->loader);
@@ -310,6 +332,11 @@ static af_status run_worker(job *j)
     int64_t first = j->resume ? j->info.step : 0, win_steps = 0;
     double win_loss = 0; /* summed over the logging window: the log shows its mean, as arcface_torch's AverageMeter */
     double t_start = MPI_Wtime(), win_t0 = t_start;
+    /* Test hook: a checkpoint of the state just loaded, before any step, must
+     * equal the one resumed from; an item registered but not restored (or
+     * restored and then re-initialised) shows up as a difference. */
+    const char *rt = getenv("ARCFACE_TEST_CHECKPOINT_AT_RESUME");
+    if (j->resume && rt && *rt == '1' && (st = checkpoint(j, first))) return st;
     if (first >= j->stop_step) {
         if (j->ctx.rank == 0) printf("arcface-train: the checkpoint is already at step %lld; nothing to do\n", (long long)first);
         return af_worker_shutdown(w, first, 0);
@@ -372,6 +399,7 @@ static void job_free(job *j, int ctx_ready)
     af_worker_free(&j->w);
     af_ps_shard_free(&j->shard);
     af_dataset_close(j->ds);
+    af_state_free(&j->reg);
     if (ctx_ready) af_ctx_free(&j->ctx);
     free(j);
 }
@@ -417,16 +445,19 @@ af_status af_trainer_run(const af_config *cfg, MPI_Comm world, af_trainer_outcom
     int agreed = !cst && !st;
     if (!st) st = af_ctx_watchdog_start(&j->ctx);
     if (!st) st = parse_val_targets(j);
+    if (!st) {
+        /* Every rank resolves and checks the same checkpoint; a missing or
+         * unreadable one is an error, never a silent fresh start. Checked
+         * before the output folder is touched: a refused resume writes nothing. */
+        st = af_ckpt_resolve(&j->cfg, j->resume_path, sizeof j->resume_path, &j->resume);
+        if (!st && j->resume && !(st = af_ckpt_read_info(j->resume_path, &j->info)))
+            st = af_resume_check(&j->info, &j->cfg, &j->ctx, j->resume_path, rank == 0);
+    }
+    if (!cst) st = af_ctx_agree(&j->ctx, st);
     if (!st && rank == 0) st = prepare_output(j);
     if (agreed) st = af_ctx_agree(&j->ctx, st);
     if (!st) {
-        /* Every rank resolves and checks the same checkpoint; a missing or
-         * unreadable one is an error, never a silent fresh start. */
-        st = af_ckpt_resolve(&j->cfg, j->resume_path, sizeof j->resume_path, &j->resume);
-        if (!st && j->resume && !(st = af_ckpt_read_info(j->resume_path, &j->info)))
-            st = af_ckpt_check(&j->info, &j->cfg, &j->ctx, j->resume_path);
-        st = af_ctx_agree(&j->ctx, st);
-        if (!st && rank == 0) {
+        if (rank == 0) {
             if (j->resume)
                 printf("resume: %s at optimizer step %lld (epoch %lld, sample %lld), written by %lld workers and %lld "
                        "servers\n", j->resume_path, (long long)j->info.step, (long long)j->info.epoch,

@@ -152,6 +152,36 @@ fail:
     return st;
 }
 
+af_status af_worker_register_state(af_worker *w, af_state *reg)
+{
+    af_backbone *bb = &w->bb;
+    char name[AF_STATE_NAME_MAX];
+    af_status st = AF_OK;
+    for (size_t i = 0; i < bb->n_tensors && !st; i++) {
+        const af_backbone_tensor *e = &bb->tensors[i];
+        snprintf(name, sizeof name, "/backbone/%s", e->key);
+        int count = e->kind == AF_TENSOR_KIND_COUNT;
+        void *data = count ? (void *)(bb->counts + e->offset)
+                   : e->kind == AF_TENSOR_KIND_BUFFER ? (void *)(bb->buffers + e->offset) : (void *)(bb->params + e->offset);
+        st = af_state_add_whole(reg, "backbone", name, count ? AF_STATE_I64 : AF_STATE_F32, data, e->ndim, e->shape);
+    }
+    int64_t n = (int64_t)bb->n_trainable;
+    if (st) return st;
+    if (!strcmp(w->cfg->optimizer, "sgd")) {
+        if ((st = af_state_add_whole(reg, "backbone optimizer", "/optimizer/backbone/momentum", AF_STATE_F32,
+                                     w->sgd.momentum, 1, &n)) ||
+            (st = af_state_add_scalar(reg, "backbone optimizer", "backbone_opt_steps", &w->sgd.steps)))
+            return st;
+    } else if ((st = af_state_add_whole(reg, "backbone optimizer", "/optimizer/backbone/exp_avg", AF_STATE_F32,
+                                        w->adamw.m, 1, &n)) ||
+               (st = af_state_add_whole(reg, "backbone optimizer", "/optimizer/backbone/exp_avg_sq", AF_STATE_F32,
+                                        w->adamw.v, 1, &n)) ||
+               (st = af_state_add_scalar(reg, "backbone optimizer", "backbone_opt_steps", &w->adamw.steps))) {
+        return st;
+    }
+    return w->P == 0 ? af_ps_shard_register_state(&w->local, w->ctx->num_classes, reg) : AF_OK;
+}
+
 void af_worker_free(af_worker *w)
 {
     if (w->loader) af_loader_close(w->loader);

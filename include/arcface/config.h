@@ -57,6 +57,8 @@ typedef struct {
     int save_every;               /* checkpoint every N optimizer steps (0: only at the end) */
     int keep_checkpoints;
     char resume[AF_CFG_STR];      /* auto | none | PATH */
+    char resume_allow_changes[AF_CFG_STR]; /* keys a resume may change although they shape the run:
+                                              comma-separated (seed,sample_rate,...) or "all"; empty: none */
     int verbose;                  /* evaluate every N steps (0: only at the end) */
     char val_targets[AF_CFG_STR]; /* comma-separated specs */
     /* arcface_torch keys that were given but mean nothing here (fp16, dali,

@@ -21,6 +21,7 @@
 
 #include "arcface/config.h"
 #include "arcface/ctx.h"
+#include "arcface/state.h"
 #include "arcface/status.h"
 
 typedef enum { AF_FC_SPARSE = 0, AF_FC_DENSE = 1 } af_fc_update;
@@ -55,6 +56,11 @@ af_status af_ps_shard_gather(const af_ps_shard *s, const int64_t *ids, int64_t n
 af_status af_ps_shard_accumulate(af_ps_shard *s, const int64_t *ids, int64_t n, const float *grads);
 /* Applies the optimizer step and clears the accumulator. */
 void af_ps_shard_apply(af_ps_shard *s, float lr);
+
+/* Registers the shard's checkpointable state: its rows of /fc/weight and of the
+ * optimizer state (/fc/momentum: SGD momentum or AdamW exp_avg; /fc/exp_avg_sq),
+ * as rows of (num_classes, D), and the AdamW step count fc_adam_t (0 under SGD). */
+af_status af_ps_shard_register_state(af_ps_shard *s, int64_t num_classes, af_state *reg);
 
 /* Bytes of weights + optimizer state, and of everything the shard holds. */
 size_t af_ps_shard_state_bytes(const af_ps_shard *s);

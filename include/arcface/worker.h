@@ -29,6 +29,7 @@
 #include "arcface/optim.h"
 #include "arcface/paramserver.h"
 #include "arcface/pfc.h"
+#include "arcface/state.h"
 
 enum { AF_T_DATA, AF_T_FORWARD, AF_T_GATHER, AF_T_PULL_WAIT, AF_T_LOGITS, AF_T_BACKWARD, AF_T_ALLREDUCE,
        AF_T_PUSH_WAIT, AF_T_OPTIM, AF_T_COUNT };
@@ -79,6 +80,11 @@ typedef struct af_worker {
 af_status af_worker_init(af_worker *w, const af_ctx *ctx, const af_config *cfg, af_dataset *ds,
                          int64_t start_epoch, int64_t start_pos);
 void af_worker_free(af_worker *w);
+/* Registers the worker's checkpointable state: every backbone tensor under its
+ * PyTorch state_dict key (/backbone/<key>), the backbone optimizer state
+ * (/optimizer/backbone/..., backbone_opt_steps) and, in a single-process job,
+ * the local fc shard. */
+af_status af_worker_register_state(af_worker *w, af_state *reg);
 /* One optimizer step number opt_step with learning rate lr; *loss is the mean
  * loss over its micro-steps (equal on all workers). */
 af_status af_worker_step(af_worker *w, int64_t opt_step, float lr, double *loss);

@@ -12,7 +12,7 @@
                   (1,3) gives the uninterrupted step 7 within 1e-4 (L2, per group;
                   why one step: see tests/trainer/invariant.py), and the run to the
                   end completes
-  refusals        another embedding_size / num_classes / network, a missing
+  refusals        another embedding_size / network / global batch (exit 2; every key: refuse.py), a missing
                   --resume file, a truncated checkpoint: clear error naming the
                   field or file, non-zero exit, never a fresh start
 usage: resume.py ARCFACE_TRAIN MPIRUN_WORDS_SEPARATED_BY_BAR WORKDIR"""
@@ -165,12 +165,12 @@ def main():
               f"{group_diff(ckpt(out, 12), ckpt(ref, 12)) if rc == 0 else float('nan'):.1e} (information)")
 
     base = ["--resume", ckpt(ref, 6), "--max_steps", "7"]
-    for extra, needle in ((["--embedding_size", "64"], "embedding_size"), (["--num_classes", "98"], "num_classes"),
-                          (["--network", "r18"], "network"),
-                          (["--batch_size", "4"], "global batch")):
+    for extra, needle in ((["--embedding_size", "64"], "embedding_size: checkpoint 32, this run 64"),
+                          (["--network", "r18"], "network: checkpoint 'fmnist', this run 'r18'"),
+                          (["--batch_size", "4"], "global batch (batch_size x workers): checkpoint 12, this run 8")):
         rc, log = run(os.path.join(WORK, "refuse"), 2, 2, base + extra, fresh=True)
-        msg = [l for l in log.splitlines() if "error" in l]
-        check(rc != 0 and any(needle in l for l in msg), f"refused {' '.join(extra)}: {msg[:1]}")
+        msg = [l for l in log.splitlines() if needle in l]
+        check(rc == 2 and "refusing to resume" in log and msg, f"refused {' '.join(extra)} (exit {rc}): {msg[:1]}")
     rc, log = run(os.path.join(WORK, "refuse"), 2, 2, ["--resume", "/nonexistent/ckpt.h5"], fresh=True)
     check(rc != 0 and "/nonexistent/ckpt.h5" in log and not os.path.exists(os.path.join(WORK, "refuse", "checkpoints")),
           "a missing --resume file is an error, not a fresh start")

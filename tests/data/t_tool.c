@@ -1,7 +1,7 @@
 /* data_tool: `arcface-data` as a user runs it: pack an image folder and the
  * Fashion-MNIST test split, `info` prints "images: N classes: C" first,
  * `verify` passes a good file and lists a corrupted record by file, key and
- * offset with a non-zero exit, and usage errors exit 2. */
+ * offset with a non-zero exit, and usage errors (-j -4 among them) exit 2. */
 #include "test_data.h"
 
 #include <inttypes.h>
@@ -58,6 +58,14 @@ void t_tool_cmd(void)
     rc = run_tool(dir, &out, args);
     CHECK(rc == 0 && strstr(out, ": 0 corrupt"), "verify of a good file exited %d: %s", rc, out);
     free(out);
+    /* A thread count that is not 1..256 is a usage error, not a silent 1. */
+    const char *bad_j[] = {"-4", "0", "abc", "2x", "257"};
+    for (int i = 0; i < 5; i++) {
+        snprintf(args, sizeof args, "verify %s/faces -j %s", dir, bad_j[i]);
+        rc = run_tool(dir, &out, args);
+        CHECK(rc == 2 && strstr(out, "-j"), "verify -j %s exited %d (expected 2 naming -j): %s", bad_j[i], rc, out);
+        free(out);
+    }
 
     /* Corrupt key 4's image bytes and key 7's magic. */
     char idx[4200], rec[4200];

@@ -17,7 +17,11 @@ NAME.case, little-endian:
 import os
 import sys
 
-import numpy as np
+try:
+    import numpy as np
+except ModuleNotFoundError:
+    print(f"SKIP: NumPy, the reference, is not installed for {sys.executable}")
+    sys.exit(77)
 
 FOLDS = 10
 

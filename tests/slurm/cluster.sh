@@ -4,9 +4,12 @@
 # under DIR and SLURM_CONF pointing at DIR/slurm.conf.
 #   cluster.sh start DIR     prints `export SLURM_CONF=...` for the caller to eval
 #   cluster.sh stop DIR
+# AF_SLURM_PORT (default 16817) and the port after it are slurmctld's and
+# slurmd's, so that two test clusters on one machine do not meet.
 set -euo pipefail
 cmd=$1; dir=$(mkdir -p "$2" && cd "$2" && pwd)
 conf=$dir/slurm.conf
+ctl_port=${AF_SLURM_PORT:-16817}
 
 stop() {
   for p in slurmd slurmctld; do
@@ -30,8 +33,8 @@ ClusterName=arcfacetest
 SlurmctldHost=$host
 SlurmUser=root
 SlurmdUser=root
-SlurmctldPort=16817
-SlurmdPort=16818
+SlurmctldPort=$ctl_port
+SlurmdPort=$((ctl_port + 1))
 AuthType=auth/munge
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none

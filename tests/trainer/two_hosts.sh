@@ -6,6 +6,8 @@
 # single-process losses and final state (tests/trainer/compare_runs.py).
 # usage: two_hosts.sh ARCFACE_TRAIN WORKDIR
 set -euo pipefail
+command -v ip >/dev/null || { echo "SKIP: iproute2 is not installed"; exit 77; }
+/usr/bin/python3 -c 'import h5py, numpy' 2>/dev/null || { echo "SKIP: h5py/NumPy (the reference) missing"; exit 77; }
 BIN=$1; WORK=$2
 PY=/usr/bin/python3
 HERE=$(cd "$(dirname "$0")" && pwd)
