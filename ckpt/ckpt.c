@@ -486,10 +486,13 @@ af_status af_ckpt_read_info(const char *path, af_ckpt_info *info)
         (st = attr_i64(f, path, "num_classes", &info->num_classes)) ||
         (st = attr_i64(f, path, "embedding_size", &info->embedding_size)) ||
         (st = attr_i64(f, path, "num_workers", &info->num_workers)) ||
-        (st = attr_i64(f, path, "num_servers", &info->num_servers)) || (st = attr_i64(f, path, "seed", &info->seed)) ||
-        (st = attr_i64(f, path, "backbone_opt_steps", &info->backbone_opt_steps)) ||
-        (st = attr_i64(f, path, "fc_adam_t", &info->fc_adam_t)))
+        (st = attr_i64(f, path, "num_servers", &info->num_servers)) || (st = attr_i64(f, path, "seed", &info->seed)))
         goto done;
+    /* Optimizer state, for the listing: the registry's load requires whatever it registered. */
+    const char *opt_attr[2] = {"backbone_opt_steps", "fc_adam_t"};
+    int64_t *opt_val[2] = {&info->backbone_opt_steps, &info->fc_adam_t};
+    for (int i = 0; i < 2; i++)
+        if (af_h5_attr_exists(f, opt_attr[i]) && (st = attr_i64(f, path, opt_attr[i], opt_val[i]))) goto done;
     if ((st = af_h5_attr_get_str(f, path, "network", info->network, sizeof info->network))) goto done;
     if ((st = af_h5_read(f, path, "/config", AF_H5_U8, 1, &n, (void **)&blob))) goto done;
     tc = arcface__train_config__unpack(NULL, n, blob);

@@ -168,8 +168,10 @@ def main():
         out = os.path.join(WORK, "adamw_from_format1")
         rc, log = run(out, 2, {"optimizer": "adamw", "fc_update": "dense", "lr": "0.002", "resume": old,
                                "max_steps": "2"}, env={"ARCFACE_TEST_CHECKPOINT_AT_RESUME": "1"})
-        with h5py.File(ckpt(out, 2), "r") as f:
-            t = int(f.attrs["fc_adam_t"])
+        t = None
+        if rc == 0:
+            with h5py.File(ckpt(out, 2), "r") as f:
+                t = int(f.attrs["fc_adam_t"])
         check(rc == 0 and t == 2, f"a format-1 AdamW checkpoint resumes with fc_adam_t = {t} (expected 2, exit {rc})")
     else:
         check(False, f"AdamW run failed (exit {rc})")
