@@ -123,7 +123,7 @@ grow)
   ;;
 cancel)
   echo "== a plain scancel"
-  conf cancel 97 100000; conf killed 97 60
+  conf cancel 97 100000; conf killed 97 30
   job=$(submit cancel 2 2)
   wait_ckpt cancel
   cl2 scancel "$job"
