@@ -17,9 +17,9 @@ af_status af_ctx_init(af_ctx *c, MPI_Comm job, int ps, int64_t num_classes)
     memset(c, 0, sizeof *c);
     c->workers = c->servers = MPI_COMM_NULL;
     if (MPI_Comm_dup(job, &c->world) != MPI_SUCCESS) return af_errorf(AF_ERR_MPI, "MPI_Comm_dup failed");
-    MPI_Comm_set_errhandler(c->world, MPI_ERRORS_RETURN);
-    MPI_Comm_rank(c->world, &c->rank);
-    MPI_Comm_size(c->world, &c->size);
+    if (MPI_Comm_set_errhandler(c->world, MPI_ERRORS_RETURN) != MPI_SUCCESS ||
+        MPI_Comm_rank(c->world, &c->rank) != MPI_SUCCESS || MPI_Comm_size(c->world, &c->size) != MPI_SUCCESS)
+        return af_errorf(AF_ERR_MPI, "setting up the job's communicator (error handler, rank, size) failed");
     c->num_classes = num_classes;
     if (c->size == 1) {
         c->W = 1;
@@ -39,8 +39,10 @@ af_status af_ctx_init(af_ctx *c, MPI_Comm job, int ps, int64_t num_classes)
     MPI_Comm split;
     if (MPI_Comm_split(c->world, (int)c->role, c->rank, &split) != MPI_SUCCESS)
         return af_errorf(AF_ERR_MPI, "MPI_Comm_split into workers and servers failed");
-    MPI_Comm_set_errhandler(split, MPI_ERRORS_RETURN);
     if (c->role == AF_ROLE_WORKER) c->workers = split; else c->servers = split;
+    if (MPI_Comm_set_errhandler(split, MPI_ERRORS_RETURN) != MPI_SUCCESS)
+        return af_errorf(AF_ERR_MPI, "rank %d: setting MPI_ERRORS_RETURN on the %s communicator failed", c->rank,
+                         c->role == AF_ROLE_WORKER ? "workers'" : "servers'");
     return AF_OK;
 }
 

@@ -356,7 +356,8 @@ static af_status check_server_errors(af_worker *w)
         int srv = af_ctx_server_world_rank(w->ctx, p), flag, from;
         MPI_Status s;
         af_status st = mpi_check(MPI_Iprobe(srv, AF_TAG_REPLY, w->ctx->world, &flag, &s), w, "probing for replies");
-        if (st || !flag) continue;
+        if (st) return st;
+        if (!flag) continue;
         if ((st = af_msg_recv(w->ctx->world, srv, AF_TAG_REPLY, &w->ctl, &from))) return st;
         const Arcface__Envelope *env = w->ctl.env;
         if (env->body_case == ARCFACE__ENVELOPE__BODY_ERROR)

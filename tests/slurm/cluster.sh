@@ -26,7 +26,7 @@ if [ "$cmd" = stop ]; then stop; exit 0; fi
 
 stop
 host=$(hostname)
-mkdir -p "$dir/state" "$dir/spool" "$dir/munge"
+mkdir -p "$dir/state" "$dir/spool" "$dir/munge" "$dir/tmp"
 chmod 700 "$dir/munge"
 cat > "$conf" <<CONF
 ClusterName=arcfacetest
@@ -47,6 +47,9 @@ JobRequeue=1
 SchedulerType=sched/backfill
 StateSaveLocation=$dir/state
 SlurmdSpoolDir=$dir/spool
+# PMIx's per-step folders go under TmpFS; a cluster of its own keeps them from
+# meeting another test cluster's (same job ids) or a leftover in /tmp.
+TmpFS=$dir/tmp
 SlurmctldPidFile=$dir/slurmctld.pid
 SlurmdPidFile=$dir/slurmd.pid
 SlurmctldLogFile=$dir/slurmctld.log

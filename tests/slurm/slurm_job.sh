@@ -92,7 +92,7 @@ restarts=$(scontrol show job "$job" | grep -o 'Restarts=[0-9]*' | cut -d= -f2)
 grep -h "train.sbatch:" "$WORK/cancelled.log"
 echo "state $state, restarts $restarts"
 [ "$state" = CANCELLED ] && [ "$restarts" = 0 ] || { echo "FAIL: scancel did not cancel for good"; exit 1; }
-if grep -q "requeueing" "$WORK/cancelled.log"; then echo "FAIL: the script requeued a cancelled job"; exit 1; fi
+if grep -q "; requeueing job" "$WORK/cancelled.log"; then echo "FAIL: the script requeued a cancelled job"; exit 1; fi
 
 echo "== 5. kill -9 of a rank under srun: ends promptly, requeues, resumes"
 KILL_BOUND=20
