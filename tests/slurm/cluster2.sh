@@ -3,8 +3,8 @@
 # (tests/slurm/two_nodes.sh, and the identity-scale runs that follow it).
 #
 # Each node is a slurmd in its own network namespace (its own address), UTS
-# namespace (host name = its NodeName) and mount namespace (its own /tmp, pid file
-# and PMIx folder, and an /etc/hosts that names the cluster); slurmctld lives in a
+# namespace (host name = its NodeName) and mount namespace (its own /tmp, /dev/shm,
+# pid file and PMIx folder, and an /etc/hosts that names the cluster); slurmctld lives in a
 # further namespace that holds the bridge joining the nodes, so all the cluster's
 # traffic, Slurm's and MPI's, stays on addresses inside namespaces created here.
 # One munged (its own socket under DIR) serves them all. Namespaces are entered
@@ -66,6 +66,9 @@ cl2_in_ns() { # NETNS HOSTNAME NODEDIR CMD... : a daemon in its own UTS and moun
     hostname "$1"
     mount --bind "$2/hosts" /etc/hosts
     mount --bind "$3/run" "$2/run"
+    # Open MPI names its shared-memory files after host and job id, which another
+    # test cluster (same node names, same job ids) would share: a private /dev/shm.
+    mount -t tmpfs -o mode=1777 cl2shm /dev/shm
     case $2/ in /tmp/*) ;; *) mount --bind "$3/tmp" /tmp ;; esac  # else DIR would vanish
     shift 3
     exec "$@"' cl2 "$host" "$CL2_DIR" "$nodedir" "$@"
