@@ -81,7 +81,7 @@ cluster2_start() { # DIR
   cl2_names "$dir"
   CL2_DIR=$dir
   export SLURM_CONF=$dir/slurm.conf CL2_DIR CL2_SUBNET CL2_NS_BR
-  mountpoint -q /run/netns 2>/dev/null && : > "$dir/.netns_was_mounted" || rm -f "$dir/.netns_was_mounted"
+  if mountpoint -q /run/netns 2>/dev/null; then : > "$dir/.netns_was_mounted"; else rm -f "$dir/.netns_was_mounted"; fi
   mkdir -p "$dir/state" "$dir/spool" "$dir/munge" "$dir/run" "$dir/ctl/tmp" "$dir/ctl/run"; chmod 1777 "$dir/ctl/tmp"
   chmod 700 "$dir/munge"
 
