@@ -2,7 +2,14 @@
  * loop, the evaluation schedule, the checkpoint protocol and stop signals.
  * tools/arcface-train.c parses the configuration and calls af_trainer_run();
  * everything that decides *when* (steps, checkpoints, evaluation, stopping)
- * lives here, the rooms below (worker/, paramserver/, ckpt/) decide *how*. */
+ * lives here, the rooms below (worker/, paramserver/, ckpt/) decide *how*.
+ * Resume: the checkpoint is checked against the run before the output folder is
+ * touched (trainer/resume.c: a changed run is refused with AF_ERR_ARG unless
+ * resume_allow_changes names the keys; num_classes may grow), then every rank
+ * registers its state (include/arcface/state.h) and loads it.
+ * Test hooks (environment): ARCFACE_LIST_STATE=1 prints every rank's registry at
+ * init; ARCFACE_TEST_CHECKPOINT_AT_RESUME=1 makes a resumed job checkpoint the
+ * state it loaded before its first step. */
 #ifndef ARCFACE_TRAINER_H
 #define ARCFACE_TRAINER_H
 

@@ -50,6 +50,10 @@ SlurmdSpoolDir=$dir/spool
 # PMIx's per-step folders go under TmpFS; a cluster of its own keeps them from
 # meeting another test cluster's (same job ids) or a leftover in /tmp.
 TmpFS=$dir/tmp
+# Job ids of its own too: under srun, Open MPI names its shared-memory segments
+# (/dev/shm/vader_segment.*) after the Slurm job and step, so job 1 of another
+# cluster, or one left over by a killed run, would meet this cluster's job 1.
+FirstJobId=$(( ($$ % 40000) * 100 + 1000 ))
 SlurmctldPidFile=$dir/slurmctld.pid
 SlurmdPidFile=$dir/slurmd.pid
 SlurmctldLogFile=$dir/slurmctld.log
