@@ -529,6 +529,16 @@ af_status af_trainer_run(const af_config *cfg, MPI_Comm world, af_trainer_outcom
         return st;
     }
     out->is_server = j->ctx.role == AF_ROLE_SERVER;
+    {
+        /* One line per rank so that a multi-node job shows where each role landed
+         * (tests/slurm/two_nodes.sh checks that workers and servers span the nodes). */
+        char host[MPI_MAX_PROCESSOR_NAME] = "?";
+        int hlen = 0;
+        if (MPI_Get_processor_name(host, &hlen) != MPI_SUCCESS) snprintf(host, sizeof host, "?");
+        printf("rank %d: %s %d on host %s\n", rank, out->is_server ? "server" : "worker",
+               out->is_server ? j->ctx.server_rank : j->ctx.worker_rank, host);
+        fflush(stdout);
+    }
     st = out->is_server ? run_server(j) : run_worker(j);
     if (st && st != AF_ERR_INTERRUPTED) {
         out->must_abort = 1;

@@ -70,7 +70,10 @@ CONF
 munged --force --socket="$dir/munge/munge.socket" --pid-file="$dir/munged.pid" \
   --log-file="$dir/munged.log" --seed-file="$dir/munge/seed" 2>/dev/null || munged --force
 # Point Slurm at that munge socket.
-echo "AuthInfo=socket=$dir/munge/munge.socket" >> "$conf"
+# cred_expire is also how long a requeued job stays ineligible (120 s by default);
+# sched_interval bounds how late the scheduler then starts it.
+echo "AuthInfo=socket=$dir/munge/munge.socket,cred_expire=10" >> "$conf"
+echo "SchedulerParameters=sched_interval=2,bf_interval=1" >> "$conf"
 slurmctld -f "$conf" -i
 slurmd -f "$conf"
 export SLURM_CONF=$conf
