@@ -12,6 +12,7 @@
 #include "arcface/backbone.h"
 #include "arcface/h5io.h"
 #include "arcface/rng.h"
+#include "arcface/torch_pt.h"
 #include "net.h"
 
 /* Entry i is filled from its own generator keyed (seed, INIT, i), so
@@ -153,5 +154,80 @@ af_status af_backbone_load(af_backbone *m, hid_t file, const char *path, const c
     free(params);
     free(buffers);
     free(counts);
+    return st;
+}
+
+/* Same contract as af_backbone_load, from a torch.save'd state_dict: every
+ * key of the architecture present with its shape, float32 (int64 for
+ * num_batches_tracked), and no other key; all or nothing. */
+af_status af_backbone_load_pt(af_backbone *m, const char *path)
+{
+    af_pt_file f;
+    af_status st = af_pt_open(&f, path);
+    if (st) return st;
+    for (size_t i = 0; !st && i < m->n_tensors; i++) {
+        const af_backbone_tensor *e = &m->tensors[i];
+        const af_pt_entry *p = af_pt_find(&f, e->key);
+        const af_pt_dtype want = e->kind == AF_TENSOR_KIND_COUNT ? AF_PT_INT64 : AF_PT_FLOAT32;
+        int ok = p && p->ndim == e->ndim;
+        for (int k = 0; ok && k < e->ndim; k++) ok = p->shape[k] == e->shape[k];
+        if (!p) {
+            st = af_errorf(AF_ERR_FORMAT, "%s: %s backbone key '%s' is missing from the state_dict", path, m->arch,
+                           e->key);
+        } else if (!ok) {
+            char got[160] = "(", exp[160] = "(";
+            for (int k = 0; k < p->ndim; k++)
+                snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", k ? ", " : "", (long long)p->shape[k]);
+            for (int k = 0; k < e->ndim; k++)
+                snprintf(exp + strlen(exp), sizeof exp - strlen(exp), "%s%lld", k ? ", " : "", (long long)e->shape[k]);
+            strcat(got, ")");
+            strcat(exp, ")");
+            st = af_errorf(AF_ERR_FORMAT, "%s: %s backbone key '%s' has shape %s), expected %s)", path, m->arch, e->key,
+                           got, exp);
+        } else if (p->dtype != want) {
+            st = af_errorf(AF_ERR_FORMAT, "%s: %s backbone key '%s' is %s, expected %s (convert with .float() before "
+                           "saving)", path, m->arch, e->key, af_pt_dtype_name(p->dtype), af_pt_dtype_name(want));
+        }
+    }
+    for (size_t i = 0; !st && i < f.n; i++)
+        if (!af_backbone_find(m, f.e[i].key))
+            st = af_errorf(AF_ERR_FORMAT, "%s: state_dict key '%s' is not part of the %s backbone", path, f.e[i].key,
+                           m->arch);
+    float *params = NULL, *buffers = NULL;
+    int64_t *counts = NULL;
+    if (!st) {
+        params = af_malloc(m->n_params * sizeof(float), "backbone parameters being loaded");
+        buffers = af_malloc(m->n_buffers * sizeof(float) + 1, "backbone statistics being loaded");
+        counts = af_malloc(m->n_counts * sizeof(int64_t) + 1, "backbone counters being loaded");
+        if (!params || !buffers || !counts) st = AF_ERR_NOMEM;
+    }
+    for (size_t i = 0; !st && i < m->n_tensors; i++) {
+        const af_backbone_tensor *e = &m->tensors[i];
+        void *dst = e->kind == AF_TENSOR_KIND_COUNT    ? (void *)(counts + e->offset)
+                    : e->kind == AF_TENSOR_KIND_BUFFER ? (void *)(buffers + e->offset)
+                                                       : (void *)(params + e->offset);
+        size_t bytes = e->kind == AF_TENSOR_KIND_COUNT ? sizeof(int64_t) : e->numel * sizeof(float);
+        st = af_pt_read(&f, af_pt_find(&f, e->key), dst, bytes);
+    }
+    if (!st) {
+        memcpy(m->params, params, m->n_params * sizeof(float));
+        memcpy(m->buffers, buffers, m->n_buffers * sizeof(float));
+        memcpy(m->counts, counts, m->n_counts * sizeof(int64_t));
+    }
+    free(params);
+    free(buffers);
+    free(counts);
+    af_pt_close(&f);
+    return st;
+}
+
+af_status af_backbone_load_file(af_backbone *m, const char *path)
+{
+    if (af_pt_is_zip(path)) return af_backbone_load_pt(m, path);
+    hid_t f;
+    af_status st = af_h5_open_read(path, &f);
+    if (st) return af_error_wrap(st, "%s is neither an HDF5 model nor a PyTorch .pt", path);
+    st = af_backbone_load(m, f, path, NULL);
+    H5Fclose(f);
     return st;
 }
