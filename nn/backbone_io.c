@@ -182,7 +182,7 @@ af_status af_backbone_load_pt(af_backbone *m, const char *path)
                 snprintf(exp + strlen(exp), sizeof exp - strlen(exp), "%s%lld", k ? ", " : "", (long long)e->shape[k]);
             strcat(got, ")");
             strcat(exp, ")");
-            st = af_errorf(AF_ERR_FORMAT, "%s: %s backbone key '%s' has shape %s), expected %s)", path, m->arch, e->key,
+            st = af_errorf(AF_ERR_FORMAT, "%s: %s backbone key '%s' has shape %s, expected %s", path, m->arch, e->key,
                            got, exp);
         } else if (p->dtype != want) {
             st = af_errorf(AF_ERR_FORMAT, "%s: %s backbone key '%s' is %s, expected %s (convert with .float() before "
@@ -221,9 +221,16 @@ af_status af_backbone_load_pt(af_backbone *m, const char *path)
     return st;
 }
 
+static int ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && !strcmp(s + n - k, suffix);
+}
+
 af_status af_backbone_load_file(af_backbone *m, const char *path)
 {
-    if (af_pt_is_zip(path)) return af_backbone_load_pt(m, path);
+    /* by content; a .pt/.pth name that is no zip gets the .pt reader's explanation */
+    if (af_pt_is_zip(path) || ends_with(path, ".pt") || ends_with(path, ".pth")) return af_backbone_load_pt(m, path);
     hid_t f;
     af_status st = af_h5_open_read(path, &f);
     if (st) return af_error_wrap(st, "%s is neither an HDF5 model nor a PyTorch .pt", path);

@@ -3,7 +3,8 @@
  *   arcface-embed --arch ARCH --model MODEL.h5|MODEL.pt --input X.h5 --output E.h5
  *                 [--embedding D] [--batch N] [--threads T]
  *
- * Reads the weights from group /backbone of MODEL.h5 (one dataset per
+ * (--network is another name for --arch; a .pt's embedding size is read
+ * from the file.) Reads the weights from group /backbone of MODEL.h5 (one dataset per
  * PyTorch state_dict key, as af_backbone_save writes and as a PyTorch user
  * exports them) or from a state_dict saved by torch.save, the dataset `images` (N, C, H, W) float32, already
  * normalised, from X.h5, and writes `embeddings` (N, D) float32, raw (before
@@ -21,6 +22,7 @@
 #include "arcface/backbone.h"
 #include "arcface/h5io.h"
 #include "arcface/samefile.h"
+#include "arcface/torch_pt.h"
 
 static void usage(void)
 {
@@ -136,6 +138,9 @@ int main(int argc, char **argv)
     cfg.in_h = (int)dims[2];
     cfg.in_w = (int)dims[3];
     cfg.max_batch = N && (hsize_t)batch > N ? (int)N : batch;
+    /* a state_dict states its embedding size (an HDF5 model takes --embedding, default 512) */
+    if (!cfg.embedding && af_pt_is_zip(model_path) && (st = af_pt_embedding_size(model_path, &cfg.embedding)))
+        goto fail;
     if ((st = af_backbone_init(&m, &cfg))) goto fail;
     if ((st = af_backbone_load_file(&m, model_path))) goto fail;
     const hsize_t D = (hsize_t)m.cfg.embedding;
