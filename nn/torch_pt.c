@@ -110,7 +110,7 @@ static af_status make_tuple(up *u, size_t n, size_t at)
     if (!grow(u, (void **)&u->items, &u->capitems, u->nitems + n, sizeof(pv)))
         return bad(u, at, "too many tuple items", NULL);
     pv t = {.kind = PV_TUPLE, .n = (uint32_t)n, .i = (int64_t)u->nitems};
-    memcpy(u->items + u->nitems, u->stack + u->nstack - n, n * sizeof(pv));
+    if (n) memcpy(u->items + u->nitems, u->stack + u->nstack - n, n * sizeof(pv)); /* items is NULL before the first */
     u->nitems += n;
     u->nstack -= n;
     return push(u, t);

@@ -297,6 +297,9 @@ static af_status run_worker(job *j)
                                   j->resume ? j->info.sample_position : 0);
     if (st) return st;
     if (j->resume && (st = af_ckpt_load_worker(j->resume_path, &j->w, &j->info))) return st;
+    /* pretrained weights for a fresh run; a resumed one has its own (every worker reads the same file) */
+    if (!j->resume && j->cfg.init_from[0] && (st = af_backbone_load_file(&j->w.bb, j->cfg.init_from)))
+        return af_error_wrap(st, "configuration key 'init_from'");
     af_worker *w = &j->w;
     const int acc = j->cfg.gradient_acc;
     j->steps_per_epoch = af_loader_steps_per_epoch(w->loader);
