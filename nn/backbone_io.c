@@ -71,6 +71,50 @@ af_status af_backbone_save(const af_backbone *m, hid_t file, const char *path, c
     return AF_OK;
 }
 
+/* "(a, b, c)" */
+static void shape_str(char *buf, size_t cap, int ndim, const int64_t *shape)
+{
+    snprintf(buf, cap, "(");
+    for (int k = 0; k < ndim; k++)
+        snprintf(buf + strlen(buf), cap - strlen(buf), "%s%lld", k ? ", " : "", (long long)shape[k]);
+    snprintf(buf + strlen(buf), cap - strlen(buf), ")");
+}
+
+/* Loads read into these copies, which replace the model's arrays only when
+ * every read succeeded. */
+typedef struct {
+    float *params, *buffers;
+    int64_t *counts;
+} staging;
+
+static af_status staging_init(const af_backbone *m, staging *s)
+{
+    s->params = af_malloc(m->n_params * sizeof(float), "backbone parameters being loaded");
+    s->buffers = af_malloc(m->n_buffers * sizeof(float) + 1, "backbone statistics being loaded");
+    s->counts = af_malloc(m->n_counts * sizeof(int64_t) + 1, "backbone counters being loaded");
+    return s->params && s->buffers && s->counts ? AF_OK : AF_ERR_NOMEM;
+}
+
+static void *staging_dst(const staging *s, const af_backbone_tensor *e)
+{
+    return e->kind == AF_TENSOR_KIND_COUNT    ? (void *)(s->counts + e->offset)
+           : e->kind == AF_TENSOR_KIND_BUFFER ? (void *)(s->buffers + e->offset)
+                                              : (void *)(s->params + e->offset);
+}
+
+static af_status staging_finish(af_backbone *m, staging *s, af_status st)
+{
+    if (!st) {
+        memcpy(m->params, s->params, m->n_params * sizeof(float));
+        memcpy(m->buffers, s->buffers, m->n_buffers * sizeof(float));
+        memcpy(m->counts, s->counts, m->n_counts * sizeof(int64_t));
+    }
+    free(s->params);
+    free(s->buffers);
+    free(s->counts);
+    return st;
+}
+
 typedef struct {
     const af_backbone *m;
     char extra[AF_BACKBONE_KEY_MAX + 32];
@@ -108,13 +152,11 @@ af_status af_backbone_load(af_backbone *m, hid_t file, const char *path, const c
         int ok = rank == e->ndim;
         for (int k = 0; ok && k < rank; k++) ok = d[k] == (hsize_t)e->shape[k];
         if (!ok) {
-            char got[96] = "(", want[96] = "(";
-            for (int k = 0; k < rank; k++)
-                snprintf(got + strlen(got), sizeof got - strlen(got), "%s%llu", k ? ", " : "", (unsigned long long)d[k]);
-            for (int k = 0; k < e->ndim; k++)
-                snprintf(want + strlen(want), sizeof want - strlen(want), "%s%lld", k ? ", " : "", (long long)e->shape[k]);
-            strcat(got, ")");
-            strcat(want, ")");
+            char got[160], want[160];
+            int64_t dd[AF_H5_MAXRANK];
+            for (int k = 0; k < rank; k++) dd[k] = (int64_t)d[k];
+            shape_str(got, sizeof got, rank, dd);
+            shape_str(want, sizeof want, e->ndim, e->shape);
             return af_errorf(AF_ERR_FORMAT, "%s: %s backbone key '%s' has shape %s, expected %s", path, m->arch,
                              e->key, got, want);
         }
@@ -130,31 +172,18 @@ af_status af_backbone_load(af_backbone *m, hid_t file, const char *path, const c
         return af_errorf(AF_ERR_FORMAT, "%s: group '%s' has key '%s', which the %s backbone does not have", path, group,
                          s.extra, m->arch);
     /* 3. read into copies, commit only when all reads succeeded */
-    float *params = af_malloc(m->n_params * sizeof(float), "backbone parameters being loaded");
-    float *buffers = af_malloc(m->n_buffers * sizeof(float), "backbone statistics being loaded");
-    int64_t *counts = af_malloc(m->n_counts * sizeof(int64_t), "backbone counters being loaded");
-    af_status st = params && buffers && counts ? AF_OK : AF_ERR_NOMEM;
+    staging sg;
+    af_status st = staging_init(m, &sg);
     for (size_t i = 0; !st && i < m->n_tensors; i++) {
         const af_backbone_tensor *e = &m->tensors[i];
         hsize_t d[4];
         entry_dims(e, d);
         snprintf(name, sizeof name, "%s/%s", group, e->key);
-        void *dst = e->kind == AF_TENSOR_KIND_COUNT    ? (void *)(counts + e->offset)
-                    : e->kind == AF_TENSOR_KIND_BUFFER ? (void *)(buffers + e->offset)
-                                                       : (void *)(params + e->offset);
         st = af_h5_read_into(file, path, name, e->kind == AF_TENSOR_KIND_COUNT ? AF_H5_I64 : AF_H5_F32, e->ndim, d,
-                             dst);
+                             staging_dst(&sg, e));
         if (st) st = af_error_wrap(st, "%s backbone key '%s'", m->arch, e->key);
     }
-    if (!st) {
-        memcpy(m->params, params, m->n_params * sizeof(float));
-        memcpy(m->buffers, buffers, m->n_buffers * sizeof(float));
-        memcpy(m->counts, counts, m->n_counts * sizeof(int64_t));
-    }
-    free(params);
-    free(buffers);
-    free(counts);
-    return st;
+    return staging_finish(m, &sg, st);
 }
 
 /* Same contract as af_backbone_load, from a torch.save'd state_dict: every
@@ -175,13 +204,9 @@ af_status af_backbone_load_pt(af_backbone *m, const char *path)
             st = af_errorf(AF_ERR_FORMAT, "%s: %s backbone key '%s' is missing from the state_dict", path, m->arch,
                            e->key);
         } else if (!ok) {
-            char got[160] = "(", exp[160] = "(";
-            for (int k = 0; k < p->ndim; k++)
-                snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", k ? ", " : "", (long long)p->shape[k]);
-            for (int k = 0; k < e->ndim; k++)
-                snprintf(exp + strlen(exp), sizeof exp - strlen(exp), "%s%lld", k ? ", " : "", (long long)e->shape[k]);
-            strcat(got, ")");
-            strcat(exp, ")");
+            char got[160], exp[160];
+            shape_str(got, sizeof got, p->ndim, p->shape);
+            shape_str(exp, sizeof exp, e->ndim, e->shape);
             st = af_errorf(AF_ERR_FORMAT, "%s: %s backbone key '%s' has shape %s, expected %s", path, m->arch, e->key,
                            got, exp);
         } else if (p->dtype != want) {
@@ -193,32 +218,15 @@ af_status af_backbone_load_pt(af_backbone *m, const char *path)
         if (!af_backbone_find(m, f.e[i].key))
             st = af_errorf(AF_ERR_FORMAT, "%s: state_dict key '%s' is not part of the %s backbone", path, f.e[i].key,
                            m->arch);
-    float *params = NULL, *buffers = NULL;
-    int64_t *counts = NULL;
-    if (!st) {
-        params = af_malloc(m->n_params * sizeof(float), "backbone parameters being loaded");
-        buffers = af_malloc(m->n_buffers * sizeof(float) + 1, "backbone statistics being loaded");
-        counts = af_malloc(m->n_counts * sizeof(int64_t) + 1, "backbone counters being loaded");
-        if (!params || !buffers || !counts) st = AF_ERR_NOMEM;
-    }
+    staging sg = {0};
+    if (!st) st = staging_init(m, &sg);
     for (size_t i = 0; !st && i < m->n_tensors; i++) {
         const af_backbone_tensor *e = &m->tensors[i];
-        void *dst = e->kind == AF_TENSOR_KIND_COUNT    ? (void *)(counts + e->offset)
-                    : e->kind == AF_TENSOR_KIND_BUFFER ? (void *)(buffers + e->offset)
-                                                       : (void *)(params + e->offset);
         size_t bytes = e->kind == AF_TENSOR_KIND_COUNT ? sizeof(int64_t) : e->numel * sizeof(float);
-        st = af_pt_read(&f, af_pt_find(&f, e->key), dst, bytes);
+        st = af_pt_read(&f, af_pt_find(&f, e->key), staging_dst(&sg, e), bytes);
     }
-    if (!st) {
-        memcpy(m->params, params, m->n_params * sizeof(float));
-        memcpy(m->buffers, buffers, m->n_buffers * sizeof(float));
-        memcpy(m->counts, counts, m->n_counts * sizeof(int64_t));
-    }
-    free(params);
-    free(buffers);
-    free(counts);
     af_pt_close(&f);
-    return st;
+    return staging_finish(m, &sg, st);
 }
 
 static int ends_with(const char *s, const char *suffix)
