@@ -241,7 +241,8 @@ static af_status setitems(up *u, size_t npairs_vals, size_t at)
 static af_status memo_put(up *u, uint64_t idx, size_t at)
 {
     if (u->nstack == 0) return bad(u, at, "memo store from an empty stack", NULL);
-    if (idx >= AF_PT_MAX_MEMO) return bad(u, at, "memo index too large", NULL);
+    /* writers number memo slots 0, 1, 2, ..., one per PUT, so a slot past the pickle's length is hostile */
+    if (idx >= AF_PT_MAX_MEMO || idx >= u->len) return bad(u, at, "memo index too large", NULL);
     size_t old = u->capmemo;
     if (!grow(u, (void **)&u->memo, &u->capmemo, (size_t)idx + 1, sizeof(pv))) return bad(u, at, "memo too large", NULL);
     if (u->capmemo > old) memset(u->memo + old, 0xff, (u->capmemo - old) * sizeof(pv));

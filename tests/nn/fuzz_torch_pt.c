@@ -1,7 +1,7 @@
 /* libFuzzer target for the .pt pickle reader (built with -DARCFACE_FUZZ=ON
  * and clang): any data.pkl must parse or fail with a message, never crash,
  * read outside the buffer or allocate without bound. Seed: a data.pkl from
- * any torch.save'd state_dict, e.g. `unzip -p model.pt "*/data.pkl"`. */
+ * any torch.save'd state_dict, e.g. `unzip -p model.pt '*data.pkl' > seed/1`. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
