@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "arcface/margin.h"
 #include "pyconf.h"
@@ -41,7 +42,7 @@ static const key_def keys[] = {
     K(rec, T_STR), K(flip, T_BOOL), K(skip_corrupt, T_BOOL), K(loader_threads, T_INT),
     K(ps, T_INT), K(threads, T_INT),
     K(output, T_STR), K(frequent, T_INT), K(profile, T_BOOL), K(save_every, T_INT), K(keep_checkpoints, T_INT),
-    K(resume, T_STR), K(resume_allow_changes, T_STR), K(verbose, T_INT), K(val_targets, T_STR),
+    K(resume, T_STR), K(resume_allow_changes, T_STR), K(verbose, T_INT), K(val_targets, T_STR), K(init_from, T_STR),
 };
 #undef K
 #define NKEYS (sizeof keys / sizeof keys[0])
@@ -506,6 +507,7 @@ af_status af_config_check(const af_config *c)
     REQUIRE(c->save_every >= 0, "save_every", "must be >= 0, got %d", c->save_every);
     REQUIRE(c->keep_checkpoints >= 1, "keep_checkpoints", "must be >= 1, got %d", c->keep_checkpoints);
     REQUIRE(c->verbose >= 0, "verbose", "must be >= 0, got %d", c->verbose);
+    REQUIRE(!c->init_from[0] || access(c->init_from, R_OK) == 0, "init_from", "cannot read '%s'", c->init_from);
 #undef REQUIRE
     return AF_OK;
 }

@@ -104,9 +104,11 @@ static int mbf_residual(af_backbone *m, const char *prefix, int x, int c, int nb
     return x;
 }
 
-static af_status build_mbf(af_backbone *m)
+/* get_mbf: blocks (1, 4, 6, 2), scale 2; get_mbf_large: blocks (2, 8, 12, 4),
+ * scale 4. The group counts stay those of the scale-2 network whatever the
+ * scale, as insightface hard-codes them. */
+static af_status build_mbf(af_backbone *m, const int blocks[4], int scale)
 {
-    const int scale = 2, blocks[4] = {1, 4, 6, 2};
     int x = net_input(m, m->cfg.in_c, m->cfg.in_h, m->cfg.in_w);
     x = mbf_convblock(m, "layers.0", x, 64 * scale, 3, 2, 1, 1);
     if (blocks[0] == 1) x = mbf_convblock(m, "layers.1", x, 64 * scale, 3, 1, 1, 64);
@@ -166,12 +168,15 @@ af_status net_build_arch(af_backbone *m)
         const char *name;
         int layers[4];
     } resnets[] = {
-        {"r18", {2, 2, 2, 2}}, {"r34", {3, 4, 6, 3}}, {"r50", {3, 4, 14, 3}}, {"r100", {3, 13, 30, 3}},
+        {"r18", {2, 2, 2, 2}},    {"r34", {3, 4, 6, 3}},     {"r50", {3, 4, 14, 3}},
+        {"r100", {3, 13, 30, 3}}, {"r200", {6, 26, 60, 6}},
     };
+    static const int mbf_blocks[4] = {1, 4, 6, 2}, mbf_large_blocks[4] = {2, 8, 12, 4};
     for (size_t i = 0; i < sizeof resnets / sizeof resnets[0]; i++)
         if (strcmp(m->arch, resnets[i].name) == 0) return build_iresnet(m, resnets[i].layers);
-    if (strcmp(m->arch, "mbf") == 0) return build_mbf(m);
+    if (strcmp(m->arch, "mbf") == 0) return build_mbf(m, mbf_blocks, 2);
+    if (strcmp(m->arch, "mbf_large") == 0) return build_mbf(m, mbf_large_blocks, 4);
     if (strcmp(m->arch, "fmnist") == 0) return build_fmnist(m);
-    return af_errorf(AF_ERR_ARG, "unknown backbone architecture '%s' (expected r18, r34, r50, r100, mbf or fmnist)",
+    return af_errorf(AF_ERR_ARG, "unknown backbone architecture '%s' (expected r18, r34, r50, r100, r200, mbf, mbf_large or fmnist)",
                      m->arch);
 }

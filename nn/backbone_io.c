@@ -12,6 +12,7 @@
 #include "arcface/backbone.h"
 #include "arcface/h5io.h"
 #include "arcface/rng.h"
+#include "arcface/torch_pt.h"
 #include "net.h"
 
 /* Entry i is filled from its own generator keyed (seed, INIT, i), so
@@ -70,6 +71,50 @@ af_status af_backbone_save(const af_backbone *m, hid_t file, const char *path, c
     return AF_OK;
 }
 
+/* "(a, b, c)" */
+static void shape_str(char *buf, size_t cap, int ndim, const int64_t *shape)
+{
+    snprintf(buf, cap, "(");
+    for (int k = 0; k < ndim; k++)
+        snprintf(buf + strlen(buf), cap - strlen(buf), "%s%lld", k ? ", " : "", (long long)shape[k]);
+    snprintf(buf + strlen(buf), cap - strlen(buf), ")");
+}
+
+/* Loads read into these copies, which replace the model's arrays only when
+ * every read succeeded. */
+typedef struct {
+    float *params, *buffers;
+    int64_t *counts;
+} staging;
+
+static af_status staging_init(const af_backbone *m, staging *s)
+{
+    s->params = af_malloc(m->n_params * sizeof(float), "backbone parameters being loaded");
+    s->buffers = af_malloc(m->n_buffers * sizeof(float) + 1, "backbone statistics being loaded");
+    s->counts = af_malloc(m->n_counts * sizeof(int64_t) + 1, "backbone counters being loaded");
+    return s->params && s->buffers && s->counts ? AF_OK : AF_ERR_NOMEM;
+}
+
+static void *staging_dst(const staging *s, const af_backbone_tensor *e)
+{
+    return e->kind == AF_TENSOR_KIND_COUNT    ? (void *)(s->counts + e->offset)
+           : e->kind == AF_TENSOR_KIND_BUFFER ? (void *)(s->buffers + e->offset)
+                                              : (void *)(s->params + e->offset);
+}
+
+static af_status staging_finish(af_backbone *m, staging *s, af_status st)
+{
+    if (!st) {
+        memcpy(m->params, s->params, m->n_params * sizeof(float));
+        memcpy(m->buffers, s->buffers, m->n_buffers * sizeof(float));
+        memcpy(m->counts, s->counts, m->n_counts * sizeof(int64_t));
+    }
+    free(s->params);
+    free(s->buffers);
+    free(s->counts);
+    return st;
+}
+
 typedef struct {
     const af_backbone *m;
     char extra[AF_BACKBONE_KEY_MAX + 32];
@@ -107,13 +152,11 @@ af_status af_backbone_load(af_backbone *m, hid_t file, const char *path, const c
         int ok = rank == e->ndim;
         for (int k = 0; ok && k < rank; k++) ok = d[k] == (hsize_t)e->shape[k];
         if (!ok) {
-            char got[96] = "(", want[96] = "(";
-            for (int k = 0; k < rank; k++)
-                snprintf(got + strlen(got), sizeof got - strlen(got), "%s%llu", k ? ", " : "", (unsigned long long)d[k]);
-            for (int k = 0; k < e->ndim; k++)
-                snprintf(want + strlen(want), sizeof want - strlen(want), "%s%lld", k ? ", " : "", (long long)e->shape[k]);
-            strcat(got, ")");
-            strcat(want, ")");
+            char got[160], want[160];
+            int64_t dd[AF_H5_MAXRANK];
+            for (int k = 0; k < rank; k++) dd[k] = (int64_t)d[k];
+            shape_str(got, sizeof got, rank, dd);
+            shape_str(want, sizeof want, e->ndim, e->shape);
             return af_errorf(AF_ERR_FORMAT, "%s: %s backbone key '%s' has shape %s, expected %s", path, m->arch,
                              e->key, got, want);
         }
@@ -129,29 +172,77 @@ af_status af_backbone_load(af_backbone *m, hid_t file, const char *path, const c
         return af_errorf(AF_ERR_FORMAT, "%s: group '%s' has key '%s', which the %s backbone does not have", path, group,
                          s.extra, m->arch);
     /* 3. read into copies, commit only when all reads succeeded */
-    float *params = af_malloc(m->n_params * sizeof(float), "backbone parameters being loaded");
-    float *buffers = af_malloc(m->n_buffers * sizeof(float), "backbone statistics being loaded");
-    int64_t *counts = af_malloc(m->n_counts * sizeof(int64_t), "backbone counters being loaded");
-    af_status st = params && buffers && counts ? AF_OK : AF_ERR_NOMEM;
+    staging sg;
+    af_status st = staging_init(m, &sg);
     for (size_t i = 0; !st && i < m->n_tensors; i++) {
         const af_backbone_tensor *e = &m->tensors[i];
         hsize_t d[4];
         entry_dims(e, d);
         snprintf(name, sizeof name, "%s/%s", group, e->key);
-        void *dst = e->kind == AF_TENSOR_KIND_COUNT    ? (void *)(counts + e->offset)
-                    : e->kind == AF_TENSOR_KIND_BUFFER ? (void *)(buffers + e->offset)
-                                                       : (void *)(params + e->offset);
         st = af_h5_read_into(file, path, name, e->kind == AF_TENSOR_KIND_COUNT ? AF_H5_I64 : AF_H5_F32, e->ndim, d,
-                             dst);
+                             staging_dst(&sg, e));
         if (st) st = af_error_wrap(st, "%s backbone key '%s'", m->arch, e->key);
     }
-    if (!st) {
-        memcpy(m->params, params, m->n_params * sizeof(float));
-        memcpy(m->buffers, buffers, m->n_buffers * sizeof(float));
-        memcpy(m->counts, counts, m->n_counts * sizeof(int64_t));
+    return staging_finish(m, &sg, st);
+}
+
+/* Same contract as af_backbone_load, from a torch.save'd state_dict: every
+ * key of the architecture present with its shape, float32 (int64 for
+ * num_batches_tracked), and no other key; all or nothing. */
+af_status af_backbone_load_pt(af_backbone *m, const char *path)
+{
+    af_pt_file f;
+    af_status st = af_pt_open(&f, path);
+    if (st) return st;
+    for (size_t i = 0; !st && i < m->n_tensors; i++) {
+        const af_backbone_tensor *e = &m->tensors[i];
+        const af_pt_entry *p = af_pt_find(&f, e->key);
+        const af_pt_dtype want = e->kind == AF_TENSOR_KIND_COUNT ? AF_PT_INT64 : AF_PT_FLOAT32;
+        int ok = p && p->ndim == e->ndim;
+        for (int k = 0; ok && k < e->ndim; k++) ok = p->shape[k] == e->shape[k];
+        if (!p) {
+            st = af_errorf(AF_ERR_FORMAT, "%s: %s backbone key '%s' is missing from the state_dict", path, m->arch,
+                           e->key);
+        } else if (!ok) {
+            char got[160], exp[160];
+            shape_str(got, sizeof got, p->ndim, p->shape);
+            shape_str(exp, sizeof exp, e->ndim, e->shape);
+            st = af_errorf(AF_ERR_FORMAT, "%s: %s backbone key '%s' has shape %s, expected %s", path, m->arch, e->key,
+                           got, exp);
+        } else if (p->dtype != want) {
+            st = af_errorf(AF_ERR_FORMAT, "%s: %s backbone key '%s' is %s, expected %s (convert with .float() before "
+                           "saving)", path, m->arch, e->key, af_pt_dtype_name(p->dtype), af_pt_dtype_name(want));
+        }
     }
-    free(params);
-    free(buffers);
-    free(counts);
+    for (size_t i = 0; !st && i < f.n; i++)
+        if (!af_backbone_find(m, f.e[i].key))
+            st = af_errorf(AF_ERR_FORMAT, "%s: state_dict key '%s' is not part of the %s backbone", path, f.e[i].key,
+                           m->arch);
+    staging sg = {0};
+    if (!st) st = staging_init(m, &sg);
+    for (size_t i = 0; !st && i < m->n_tensors; i++) {
+        const af_backbone_tensor *e = &m->tensors[i];
+        size_t bytes = e->kind == AF_TENSOR_KIND_COUNT ? sizeof(int64_t) : e->numel * sizeof(float);
+        st = af_pt_read(&f, af_pt_find(&f, e->key), staging_dst(&sg, e), bytes);
+    }
+    af_pt_close(&f);
+    return staging_finish(m, &sg, st);
+}
+
+static int ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && !strcmp(s + n - k, suffix);
+}
+
+af_status af_backbone_load_file(af_backbone *m, const char *path)
+{
+    /* by content; a .pt/.pth name that is no zip gets the .pt reader's explanation */
+    if (af_pt_is_zip(path) || ends_with(path, ".pt") || ends_with(path, ".pth")) return af_backbone_load_pt(m, path);
+    hid_t f;
+    af_status st = af_h5_open_read(path, &f);
+    if (st) return af_error_wrap(st, "%s is neither an HDF5 model nor a PyTorch .pt", path);
+    st = af_backbone_load(m, f, path, NULL);
+    H5Fclose(f);
     return st;
 }

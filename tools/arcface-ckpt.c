@@ -1,10 +1,19 @@
-/* arcface-ckpt: look inside checkpoints and export models.
+/* arcface-ckpt: look inside checkpoints, export and import models.
  *   arcface-ckpt info FILE          step, epoch, data position, layout, and the
  *                                   stored training configuration
- *   arcface-ckpt export FILE OUT.h5 a backbone-only file (/backbone/<key> plus
- *                                   network and embedding_size attributes) that
- *                                   arcface-embed and arcface-eval read
- * Exit status 0, or 1 with a message naming the file and what is wrong. */
+ *   arcface-ckpt export [--format h5|onnx] FILE OUT
+ *                                   h5 (default): a backbone-only file
+ *                                   (/backbone/<key> plus network and
+ *                                   embedding_size attributes) that arcface-embed
+ *                                   and arcface-eval read; onnx: the backbone as
+ *                                   ONNX, as insightface's torch2onnx.py writes it.
+ *                                   FILE: a checkpoint or an exported model.
+ *   arcface-ckpt import MODEL.pt --network NET OUT.h5
+ *                                   a PyTorch state_dict (torch.save, insightface
+ *                                   key names) as an exported model
+ * Exit status 0; 1 with a message naming the file and what is wrong; 2 for a
+ * usage error, including an output that is the input file itself (compared
+ * by inode), which is never overwritten. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,7 +22,10 @@
 
 #include "arcface.pb-c.h"
 #include "arcface/ckpt.h"
+#include "arcface/backbone.h"
 #include "arcface/h5io.h"
+#include "arcface/samefile.h"
+#include "arcface/torch_pt.h"
 
 static void print_config(const Arcface__TrainConfig *tc)
 {
@@ -94,14 +106,101 @@ static af_status export(const char *path, const char *out)
     return st;
 }
 
+/* The backbone of a checkpoint or exported model, built for one image at a time. */
+static af_status load_backbone(const char *path, af_backbone *m)
+{
+    hid_t f;
+    af_status st = af_h5_open_read(path, &f);
+    if (st) return st;
+    char net[32];
+    int64_t D;
+    if ((st = af_h5_attr_get_str(f, path, "network", net, sizeof net)) ||
+        (st = af_h5_attr_get_i64(f, path, "embedding_size", &D))) {
+        H5Fclose(f);
+        return af_error_wrap(st, "%s: not a checkpoint or exported model", path);
+    }
+    af_backbone_config bc = {.arch = net, .embedding = (int)D, .max_batch = 1, .nthreads = 1};
+    if (!(st = af_backbone_init(m, &bc))) st = af_backbone_load(m, f, path, "/backbone");
+    H5Fclose(f);
+    return st;
+}
+
+static af_status export_onnx(const char *path, const char *out)
+{
+    af_backbone m = {0};
+    af_status st = load_backbone(path, &m);
+    if (!st) st = af_backbone_export_onnx(&m, out);
+    if (!st)
+        printf("exported the %s backbone of %s as ONNX (input 'data' Nx%dx%dx%d, output 'embedding' Nx%d) to %s\n",
+               m.arch, path, m.cfg.in_c, m.cfg.in_h, m.cfg.in_w, m.cfg.embedding, out);
+    if (m.net) af_backbone_free(&m);
+    return st;
+}
+
+static af_status import_pt(const char *path, const char *network, const char *out)
+{
+    af_backbone m = {0};
+    int D = 0;
+    af_status st = af_pt_embedding_size(path, &D);
+    if (st) return st;
+    af_backbone_config bc = {.arch = network, .embedding = D, .max_batch = 1, .nthreads = 1};
+    if ((st = af_backbone_init(&m, &bc))) return st;
+    if ((st = af_backbone_load_pt(&m, path))) goto done;
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp", out);
+    hid_t o;
+    if ((st = af_h5_create(tmp, &o))) goto done;
+    if (!(st = af_backbone_save(&m, o, tmp, NULL)) && !(st = af_h5_attr_set_str(o, "network", m.arch)) &&
+        !(st = af_h5_attr_set_i64(o, "embedding_size", D)))
+        st = af_h5_attr_set_i64(o, "step", 0);
+    if (H5Fclose(o) < 0 && !st) st = af_errorf(AF_ERR_IO, "%s: close failed", tmp);
+    if (!st && rename(tmp, out)) st = af_errorf(AF_ERR_IO, "rename %s -> %s failed", tmp, out);
+    if (st) remove(tmp);
+    else printf("imported the %s backbone (embedding %d) of %s to %s\n", m.arch, D, path, out);
+done:
+    af_backbone_free(&m);
+    return st;
+}
+
+static int usage(void)
+{
+    fprintf(stderr, "usage: arcface-ckpt info FILE\n"
+                    "       arcface-ckpt export [--format h5|onnx] FILE OUT\n"
+                    "       arcface-ckpt import MODEL.pt --network NET OUT.h5\n");
+    return 2;
+}
+
+static int refuse_same(const char *in, const char *out)
+{
+    if (!af_same_file(in, out)) return 0;
+    fprintf(stderr, "arcface-ckpt: error: output %s is the same file as the input %s; refusing to overwrite it\n",
+            out, in);
+    return 1;
+}
+
 int main(int argc, char **argv)
 {
     af_status st;
-    if (argc == 3 && !strcmp(argv[1], "info")) st = info(argv[2]);
-    else if (argc == 4 && !strcmp(argv[1], "export")) st = export(argv[2], argv[3]);
-    else {
-        fprintf(stderr, "usage: arcface-ckpt info FILE\n       arcface-ckpt export FILE OUT.h5\n");
-        return 2;
+    af_h5_quiet();
+    if (argc == 3 && !strcmp(argv[1], "info")) {
+        st = info(argv[2]);
+    } else if (argc >= 4 && !strcmp(argv[1], "export")) {
+        const char *format = "h5";
+        int i = 2;
+        if (!strcmp(argv[i], "--format") && argc == 6) {
+            format = argv[i + 1];
+            i += 2;
+        } else if (argc != 4) {
+            return usage();
+        }
+        if (strcmp(format, "h5") && strcmp(format, "onnx")) return usage();
+        if (refuse_same(argv[i], argv[i + 1])) return 2;
+        st = !strcmp(format, "onnx") ? export_onnx(argv[i], argv[i + 1]) : export(argv[i], argv[i + 1]);
+    } else if (argc == 6 && !strcmp(argv[1], "import") && !strcmp(argv[3], "--network")) {
+        if (refuse_same(argv[2], argv[5])) return 2;
+        st = import_pt(argv[2], argv[4], argv[5]);
+    } else {
+        return usage();
     }
     if (st) fprintf(stderr, "arcface-ckpt: error: %s\n", af_errmsg());
     return st ? 1 : 0;

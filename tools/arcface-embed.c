@@ -1,15 +1,17 @@
 /* arcface-embed: runs a backbone in eval mode over a file of images.
  *
- *   arcface-embed --arch ARCH --model MODEL.h5 --input X.h5 --output E.h5
+ *   arcface-embed --arch ARCH --model MODEL.h5|MODEL.pt --input X.h5 --output E.h5
  *                 [--embedding D] [--batch N] [--threads T]
  *
- * Reads the weights from group /backbone of MODEL.h5 (one dataset per
+ * (--network is another name for --arch; a .pt's embedding size is read
+ * from the file.) Reads the weights from group /backbone of MODEL.h5 (one dataset per
  * PyTorch state_dict key, as af_backbone_save writes and as a PyTorch user
- * exports them), the dataset `images` (N, C, H, W) float32, already
+ * exports them) or from a state_dict saved by torch.save, the dataset `images` (N, C, H, W) float32, already
  * normalised, from X.h5, and writes `embeddings` (N, D) float32, raw (before
  * L2 normalisation), to E.h5. Images are streamed in batches; the output is
  * written to E.h5.tmp, synced and renamed, so an interrupted run never
- * leaves a partial E.h5. */
+ * leaves a partial E.h5. An output that is the input or the model (by
+ * inode, not by name) is refused with exit status 2. */
 #include <fcntl.h>
 #include <libgen.h>
 #include <stdio.h>
@@ -19,12 +21,14 @@
 
 #include "arcface/backbone.h"
 #include "arcface/h5io.h"
+#include "arcface/samefile.h"
+#include "arcface/torch_pt.h"
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: arcface-embed --arch ARCH --model MODEL.h5 --input X.h5 --output E.h5 "
+    fprintf(stderr, "usage: arcface-embed --arch ARCH --model MODEL.h5|MODEL.pt --input X.h5 --output E.h5 "
                     "[--embedding D] [--batch N] [--threads T]\n"
-                    "  ARCH: r18, r34, r50, r100, mbf or fmnist\n");
+                    "  ARCH: r18, r34, r50, r100, r200, mbf, mbf_large or fmnist\n");
 }
 
 /* Reads rows [r0, r0+n) of a rank-`rank` float dataset into buf. */
@@ -80,7 +84,7 @@ int main(int argc, char **argv)
             return 2;
         }
         i++;
-        if (!strcmp(a, "--arch")) cfg.arch = v;
+        if (!strcmp(a, "--arch") || !strcmp(a, "--network")) cfg.arch = v;
         else if (!strcmp(a, "--model")) model_path = v;
         else if (!strcmp(a, "--input")) in_path = v;
         else if (!strcmp(a, "--output")) out_path = v;
@@ -97,9 +101,15 @@ int main(int argc, char **argv)
         usage();
         return 2;
     }
+    if (af_same_file(out_path, in_path) || af_same_file(out_path, model_path)) {
+        fprintf(stderr, "arcface-embed: --output %s is the same file as the %s %s; refusing to overwrite it\n",
+                out_path, af_same_file(out_path, in_path) ? "--input" : "--model",
+                af_same_file(out_path, in_path) ? in_path : model_path);
+        return 2;
+    }
     af_h5_quiet();
     af_status st = AF_OK;
-    hid_t fin = -1, fm = -1, fout = -1, ds_in = -1, ds_out = -1;
+    hid_t fin = -1, fout = -1, ds_in = -1, ds_out = -1;
     float *x = NULL;
     af_backbone m = {0};
     char tmp[4096];
@@ -128,9 +138,11 @@ int main(int argc, char **argv)
     cfg.in_h = (int)dims[2];
     cfg.in_w = (int)dims[3];
     cfg.max_batch = N && (hsize_t)batch > N ? (int)N : batch;
+    /* a state_dict states its embedding size (an HDF5 model takes --embedding, default 512) */
+    if (!cfg.embedding && af_pt_is_zip(model_path) && (st = af_pt_embedding_size(model_path, &cfg.embedding)))
+        goto fail;
     if ((st = af_backbone_init(&m, &cfg))) goto fail;
-    if ((st = af_h5_open_read(model_path, &fm))) goto fail;
-    if ((st = af_backbone_load(&m, fm, model_path, NULL))) goto fail;
+    if ((st = af_backbone_load_file(&m, model_path))) goto fail;
     const hsize_t D = (hsize_t)m.cfg.embedding;
     if ((st = af_h5_create(tmp, &fout))) goto fail;
     {
@@ -182,7 +194,6 @@ fail:
     if (st) unlink(tmp);
     if (ds_in >= 0) H5Dclose(ds_in);
     if (fin >= 0) H5Fclose(fin);
-    if (fm >= 0) H5Fclose(fm);
     free(x);
     if (m.net) af_backbone_free(&m);
     if (st) {

@@ -5,7 +5,8 @@
  *                [--batch N] [--threads N]
  *
  * FILE: a checkpoint (arcface-train) or an exported backbone (arcface-ckpt export);
- * the network and embedding size come from its attributes. SPEC: an insightface
+ * the network and embedding size come from its attributes. Or a PyTorch .pt
+ * state_dict (torch.save, insightface's key names) with --network NET. SPEC: an insightface
  * verification file (lfw.bin, cfp_fp.bin, agedb_30.bin) or fmnist-test:DIR (the
  * Fashion-MNIST test split: verification on the fixed 6,000 pairs, and
  * nearest-centre accuracy against the checkpoint's /fc/weight).
@@ -26,27 +27,41 @@
 #include "arcface/backbone.h"
 #include "arcface/eval.h"
 #include "arcface/h5io.h"
+#include "arcface/samefile.h"
+#include "arcface/torch_pt.h"
 #include "arcface/valset.h"
 
 #define MAX_TARGETS 16
 
 typedef struct {
-    const char *model, *results, *roc_dir, *emb_out;
+    const char *model, *network, *results, *roc_dir, *emb_out;
     const char *targets[MAX_TARGETS];
     int n_targets, batch, threads;
 } options;
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: arcface-eval --model FILE --target SPEC [--target SPEC ...] [--results OUT.csv] "
+    fprintf(stderr, "usage: arcface-eval --model FILE [--network NET] --target SPEC [--target SPEC ...] [--results OUT.csv] "
                     "[--roc-dir DIR] [--embeddings OUT.h5] [--batch N] [--threads N]\n"
-                    "SPEC: an insightface .bin verification file, or fmnist-test:DIR\n");
+                    "SPEC: an insightface .bin verification file, or fmnist-test:DIR\n"
+                    "--network: the architecture of a PyTorch .pt model (r18 ... r200, mbf, mbf_large)\n");
     return 2;
 }
 
 /* Loads the backbone named by FILE's attributes; *centres gets /fc/weight when present. */
 static af_status load_model(const options *o, af_backbone *bb, float **centres, int64_t *n_centres)
 {
+    *centres = NULL;
+    *n_centres = 0;
+    if (af_pt_is_zip(o->model)) { /* a state_dict carries no architecture: --network names it */
+        int D;
+        if (!o->network)
+            return af_errorf(AF_ERR_ARG, "%s is a PyTorch state_dict: give its architecture with --network", o->model);
+        af_status st = af_pt_embedding_size(o->model, &D);
+        af_backbone_config bc = {.arch = o->network, .embedding = D, .max_batch = o->batch, .nthreads = o->threads};
+        if (!st) st = af_backbone_init(bb, &bc);
+        return st ? st : af_backbone_load_pt(bb, o->model);
+    }
     hid_t f;
     af_status st = af_h5_open_read(o->model, &f);
     if (st) return st;
@@ -171,6 +186,7 @@ int main(int argc, char **argv)
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) return usage();
         if (!v) return usage();
         if (!strcmp(a, "--model")) o.model = v;
+        else if (!strcmp(a, "--network")) o.network = v;
         else if (!strcmp(a, "--target") && o.n_targets < MAX_TARGETS) o.targets[o.n_targets++] = v;
         else if (!strcmp(a, "--results")) o.results = v;
         else if (!strcmp(a, "--roc-dir")) o.roc_dir = v;
@@ -181,6 +197,11 @@ int main(int argc, char **argv)
         i++;
     }
     if (!o.model || !o.n_targets || o.batch < 1) return usage();
+    if (af_same_file(o.model, o.results) || af_same_file(o.model, o.emb_out)) {
+        fprintf(stderr, "arcface-eval: error: an output is the same file as --model %s; refusing to overwrite it\n",
+                o.model);
+        return 2;
+    }
     af_h5_quiet();
     af_status st = run(&o);
     if (st) fprintf(stderr, "arcface-eval: error: %s\n", af_errmsg());

@@ -364,6 +364,9 @@ static af_status run_worker(job *j)
         (st = af_state_add_scalar(&j->reg, "loader", "sample_position", &j->ck_pos)) || (st = list_state(j)))
         return st;
     if (j->resume && (st = af_ckpt_load_state(j->resume_path, &j->reg, &j->info))) return st;
+    /* pretrained weights for a fresh run; a resumed one has its own (every worker reads the same file) */
+    if (!j->resume && j->cfg.init_from[0] && (st = af_backbone_load_file(&j->w.bb, j->cfg.init_from)))
+        return af_error_wrap(st, "configuration key 'init_from'");
     af_worker *w = &j->w;
     const int acc = j->cfg.gradient_acc;
     j->steps_per_epoch = af_loader_steps_per_epoch(w->loader);

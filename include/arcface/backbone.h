@@ -1,5 +1,5 @@
 /* The face-recognition backbones of insightface's arcface_torch, in C:
- * iResNet r18/r34/r50/r100, MobileFaceNet (mbf), and a small network for
+ * iResNet r18/r34/r50/r100/r200, MobileFaceNet (mbf, mbf_large), and a small network for
  * 28x28 single-channel images (fmnist).
  *
  * A model is a table of layers built once for an architecture, an input
@@ -50,7 +50,7 @@ typedef struct {
 } af_backbone_tensor;
 
 typedef struct {
-    const char *arch;   /* "r18", "r34", "r50", "r100", "mbf", "fmnist" */
+    const char *arch;   /* "r18", "r34", "r50", "r100", "r200", "mbf", "mbf_large", "fmnist" */
     int in_c, in_h, in_w; /* 0 = the architecture's default (3x112x112; 1x28x28 for fmnist) */
     int embedding;      /* 0 = 512 */
     float dropout;      /* before the fc layer (iResNet, fmnist); 0 as arcface_torch's default */
@@ -122,5 +122,14 @@ af_status af_backbone_save(const af_backbone *m, hid_t file, const char *path, c
  * missing, has the wrong shape or type, or if the group holds a key this
  * architecture does not have; on failure the model is unchanged. */
 af_status af_backbone_load(af_backbone *m, hid_t file, const char *path, const char *group);
+/* The same from a PyTorch state_dict saved with torch.save (zip format, see
+ * torch_pt.h), with insightface's key names; keys may carry DDP's "module.". */
+af_status af_backbone_load_pt(af_backbone *m, const char *path);
+/* Writes the model as ONNX (opset 11, eval mode, as insightface's
+ * torch2onnx.py): input "data" (N, in_c, in_h, in_w) with N free, output
+ * "embedding" (N, embedding). Written to PATH.tmp, synced and renamed. */
+af_status af_backbone_export_onnx(const af_backbone *m, const char *path);
+/* A .pt (recognised by its zip signature) or an HDF5 file with /backbone. */
+af_status af_backbone_load_file(af_backbone *m, const char *path);
 
 #endif

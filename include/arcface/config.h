@@ -73,6 +73,7 @@ typedef struct {
                                               comma-separated (seed,sample_rate,...) or "all"; empty: none */
     int verbose;                  /* evaluate every N steps (0: only at the end) */
     char val_targets[AF_CFG_STR]; /* comma-separated specs */
+    char init_from[AF_CFG_STR];   /* a fresh run starts from these backbone weights (.pt state_dict or .h5) */
     /* arcface_torch keys that were given but mean nothing here (fp16, dali,
      * wandb_*, ...), space-separated, for the log. Not a setting. */
     char ignored[512];

@@ -62,7 +62,8 @@ class IResNet(nn.Module):
         return self.features(self.fc(self.dropout(x)))
 
 
-IRESNET_LAYERS = {"r18": [2, 2, 2, 2], "r34": [3, 4, 6, 3], "r50": [3, 4, 14, 3], "r100": [3, 13, 30, 3]}
+IRESNET_LAYERS = {"r18": [2, 2, 2, 2], "r34": [3, 4, 6, 3], "r50": [3, 4, 14, 3], "r100": [3, 13, 30, 3],
+                  "r200": [6, 26, 60, 6]}
 
 
 # ---- MobileFaceNet -------------------------------------------------------------
@@ -185,9 +186,12 @@ def build(arch, num_features=512, in_c=None, in_hw=None):
     if arch in IRESNET_LAYERS:
         hw = in_hw or 112
         return IResNet(IRESNET_LAYERS[arch], num_features=num_features, in_c=in_c or 3, fc_hw=hw // 16)
-    if arch == "mbf":
+    if arch in ("mbf", "mbf_large"):
+        # get_mbf / get_mbf_large of insightface
+        blocks, scale = ((1, 4, 6, 2), 2) if arch == "mbf" else ((2, 8, 12, 4), 4)
         hw = in_hw or 112
-        return MobileFaceNet(num_features=num_features, in_c=in_c or 3, plane=hw // 16)
+        return MobileFaceNet(num_features=num_features, blocks=blocks, scale=scale, in_c=in_c or 3,
+                             plane=hw // 16)
     if arch == "fmnist":
         hw = in_hw or 28
         return FmnistNet(num_features=num_features, in_c=in_c or 1, fc_hw=hw // 4)

@@ -5,7 +5,9 @@
  * forward, and writes what it computed under /out for PyTorch to check.
  *
  * usage: nn_torch_dump --arch A --batch B --out FILE.h5 [--embedding D]
- *                      [--threads T] [--seed S] */
+ *                      [--threads T] [--seed S] [--hw N]
+ * --hw runs a square input smaller than the architecture's own, so that a
+ * deep network (r200) gets a full gradient check at a small cost. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +34,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--embedding")) cfg.embedding = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--threads")) cfg.nthreads = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--seed")) cfg.seed = strtoull(argv[i + 1], NULL, 10);
+        else if (!strcmp(argv[i], "--hw")) cfg.in_h = cfg.in_w = atoi(argv[i + 1]);
         else {
             fprintf(stderr, "nn_torch_dump: unknown option %s\n", argv[i]);
             return 2;
