@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "arcface/cpu.h"
 #include "arcface/status.h"
 
 #define AF_CFG_STR 256
@@ -50,6 +51,8 @@ typedef struct {
     /* layout and threads */
     int ps;                       /* parameter-server ranks */
     int threads;                  /* compute threads per worker (0: OpenMP default) */
+    char precision[16];           /* fp32 | bf16 | "" (unset: bf16 when fp16 is true, else fp32) */
+    int fp16;                     /* arcface_torch's switch for mixed precision: means bf16 here */
     /* output, checkpoints, logging, evaluation */
     char output[AF_CFG_STR];
     int frequent;
@@ -74,6 +77,8 @@ af_status af_config_set(af_config *c, const char *key, const char *value, const 
 af_status af_config_parse_args(af_config *c, int argc, char **argv, int first);
 /* Range and consistency checks; the message names the key. */
 af_status af_config_check(const af_config *c);
+/* The backbone precision the configuration asks for (precision, else fp16). */
+af_precision af_config_precision(const af_config *c);
 /* Writes every key as `key = value`, re-readable by af_config_load_file. */
 void af_config_write(const af_config *c, FILE *f);
 
