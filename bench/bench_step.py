@@ -94,6 +94,18 @@ def backbone(build, arch, prec, steps):
     return [float(m.group(1))] if m else []
 
 
+def summary(a, res, kernels, loads, t_start):
+    med = {k: (statistics.median(v) if v else None) for k, v in res.items()}
+    out = {"cpu": cpu_info(), "kernels": kernels, "batch": BATCH, "classes": C, "sample_rate": RATE,
+           "threads": THREADS, "rounds": a.rounds, "steps_per_round": a.steps, "load_average": loads,
+           "seconds": round(time.time() - t_start, 1),
+           "samples_per_s": {"%s/%s/%s" % k: v for k, v in res.items()},
+           "median_samples_per_s": {"%s/%s/%s" % k: v for k, v in med.items()}}
+    with open(a.json, "w") as f:
+        json.dump(out, f, indent=1)
+    return out, med
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("build")
@@ -121,14 +133,7 @@ def main():
                 print("round %d %s %s: ours %s, torch %s, backbone %s" % (
                     rnd + 1, x, p, res[(x, p, "ours")][-a.steps:], res[(x, p, "torch")][-a.steps:],
                     res[(x, p, "backbone")][-1:]), file=sys.stderr, flush=True)
-    med = {k: (statistics.median(v) if v else None) for k, v in res.items()}
-    out = {"cpu": cpu_info(), "kernels": kernels, "batch": BATCH, "classes": C, "sample_rate": RATE,
-           "threads": THREADS, "rounds": a.rounds, "steps_per_round": a.steps, "load_average": loads,
-           "seconds": round(time.time() - t_start, 1),
-           "samples_per_s": {"%s/%s/%s" % k: v for k, v in res.items()},
-           "median_samples_per_s": {"%s/%s/%s" % k: v for k, v in med.items()}}
-    with open(a.json, "w") as f:
-        json.dump(out, f, indent=1)
+                out, med = summary(a, res, kernels, loads, t_start)  # written as it goes: a partial run still counts
     ci = out["cpu"]
     print("CPU: %s, %d cores, flags %s; 2 threads each; batch %d, C = %d, sample_rate %g; median of %d rounds x %d "
           "steps; load average during the run %.1f-%.1f" % (ci["model"], ci["cores"], " ".join(ci["flags"]), BATCH, C,
