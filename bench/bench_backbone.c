@@ -71,12 +71,13 @@ typedef struct {
 
 /* Runs in a forked child: builds, warms up, times `steps` steps. */
 static int no_winograd;
+static af_precision precision;
 
 static result run_ours(const char *arch, int batch, int steps, int threads, int profile)
 {
     result r = {0};
     af_backbone_config cfg = {.arch = arch, .max_batch = batch, .nthreads = threads, .seed = 1, .profile = profile,
-                              .no_winograd = no_winograd};
+                              .no_winograd = no_winograd, .precision = precision};
     af_backbone m;
     if (af_backbone_init(&m, &cfg)) {
         fprintf(stderr, "bench_backbone: %s\n", af_errmsg());
@@ -152,8 +153,8 @@ static result torch_peer(const char *python, const char *peer, const char *arch,
 {
     result r = {0};
     char cmd[8192];
-    snprintf(cmd, sizeof cmd, "OMP_NUM_THREADS=%d '%s' '%s' %s %d %d %d", threads, python, peer, arch, batch, steps,
-             threads);
+    snprintf(cmd, sizeof cmd, "OMP_NUM_THREADS=%d '%s' '%s' %s %d %d %d %s", threads, python, peer, arch, batch, steps,
+             threads, af_precision_name(precision));
     FILE *p = popen(cmd, "r");
     if (!p) return r;
     char name[32];
@@ -190,9 +191,11 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--no-torch")) no_torch = 1;
         else if (!strcmp(a, "--profile")) profile = 1;
         else if (!strcmp(a, "--no-winograd")) no_winograd = 1;
+        else if (!strcmp(a, "--precision") && (!strcmp(v, "fp32") || !strcmp(v, "bf16")))
+            precision = strcmp(v, "bf16") ? AF_PRECISION_FP32 : AF_PRECISION_BF16, i++;
         else {
             fprintf(stderr, "usage: bench_backbone [--arch r18,r50,mbf] [--batch 32] [--steps 3] [--threads 2] "
-                            "[--no-torch] [--no-winograd] [--profile] [--python PY] [--peer PATH]\n");
+                            "[--no-torch] [--no-winograd] [--precision fp32|bf16] [--profile] [--python PY] [--peer PATH]\n");
             return 2;
         }
     }
@@ -201,6 +204,9 @@ int main(int argc, char **argv)
         return 2;
     }
     double peak = sgemm_rate(threads);
+    printf("kernels: %s\n", af_cpu_kernels_describe(precision));
+    if (af_precision_effective(precision) != precision)
+        printf("warning: this CPU has no AVX512_BF16; bf16 falls back to fp32 (PyTorch's peer still uses bf16 autocast)\n");
     printf("training step (forward, backward, clip, SGD) at batch %d, %d threads: fastest of %d steps after a warm-up, "
            "best of %d alternating rounds\n", batch, threads, steps, rounds);
     printf("OpenBLAS sgemm (3072^3) on %d threads: %.1f GFLOP/s at the start (the %%sgemm column uses the best of\n"

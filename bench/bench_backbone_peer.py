@@ -3,7 +3,8 @@ clip_grad_norm_(5), SGD with momentum and weight decay) of an arcface_torch
 backbone: the fastest of STEPS steps after a warm-up, with the process's peak
 resident memory.
 
-usage: bench_backbone_peer.py ARCH BATCH STEPS THREADS
+usage: bench_backbone_peer.py ARCH BATCH STEPS THREADS [fp32|bf16]
+(bf16: forward under torch.autocast("cpu", dtype=torch.bfloat16))
 prints one line: ARCH samples_per_s peak_rss_bytes samples_per_s_from_cpu_time
 """
 import os
@@ -20,6 +21,7 @@ import arcface_ref  # noqa: E402
 
 def main():
     arch, batch, steps, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    bf16 = len(sys.argv) > 5 and sys.argv[5] == "bf16"
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = arcface_ref.build(arch, 512)
@@ -33,8 +35,9 @@ def main():
 
     def step():
         opt.zero_grad(set_to_none=False)
-        emb = model(x)
-        (emb * demb).sum().backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            emb = model(x)
+        (emb.float() * demb).sum().backward()
         torch.nn.utils.clip_grad_norm_(params, max_norm=5.0)
         opt.step()
 

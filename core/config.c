@@ -40,7 +40,7 @@ static const key_def keys[] = {
     K(optimizer, T_STR), K(num_epoch, T_INT), K(warmup_epoch, T_INT), K(gradient_acc, T_INT),
     K(max_steps, T_I64), K(seed, T_U64),
     K(rec, T_STR), K(flip, T_BOOL), K(skip_corrupt, T_BOOL), K(loader_threads, T_INT),
-    K(ps, T_INT), K(threads, T_INT),
+    K(ps, T_INT), K(threads, T_INT), K(precision, T_STR), K(fp16, T_BOOL),
     K(output, T_STR), K(frequent, T_INT), K(profile, T_BOOL), K(save_every, T_INT), K(keep_checkpoints, T_INT),
     K(resume, T_STR), K(resume_allow_changes, T_STR), K(verbose, T_INT), K(val_targets, T_STR), K(init_from, T_STR),
 };
@@ -80,7 +80,7 @@ void af_config_defaults(af_config *c)
  * margin_list and the polynomial schedule instead): accepted so its config
  * files load, and listed in af_config.ignored. */
 static const char *const ignored_keys[] = {
-    "fp16", "dali", "dali_aug", "num_workers", "save_all_states", "using_wandb", "wandb_key", "wandb_entity",
+    "dali", "dali_aug", "num_workers", "save_all_states", "using_wandb", "wandb_key", "wandb_entity",
     "wandb_project", "wandb_log_all", "wandb_resume", "suffix_run_name", "notes", "num_image", "total_batch_size",
     "warmup_step", "total_step", "save_artifacts", "loss", "decay_epoch", "lr_func",
 };
@@ -456,6 +456,15 @@ af_status af_config_parse_args(af_config *c, int argc, char **argv, int first)
     return AF_OK;
 }
 
+/* arcface_torch's fp16 = True asks for half-precision autocast; on a CPU the
+ * half type that computes fast is bfloat16. An explicit precision wins. */
+af_precision af_config_precision(const af_config *c)
+{
+    if (!strcmp(c->precision, "bf16")) return AF_PRECISION_BF16;
+    if (!strcmp(c->precision, "fp32")) return AF_PRECISION_FP32;
+    return c->fp16 ? AF_PRECISION_BF16 : AF_PRECISION_FP32;
+}
+
 af_status af_config_check(const af_config *c)
 {
     /* Messages start with where the key was set, so the line to fix is named. */
@@ -499,6 +508,8 @@ af_status af_config_check(const af_config *c)
             "implemented here; the backbones are the iResNets (r18, r34, r50, r100) and MobileFaceNet (mbf)", c->network);
     REQUIRE(strcmp(c->network, "r2060"), "network", "'r2060': insightface's 2060-layer iResNet is not implemented here; "
             "the iResNets are r18, r34, r50 and r100");
+    REQUIRE(!c->precision[0] || !strcmp(c->precision, "fp32") || !strcmp(c->precision, "bf16"), "precision",
+            "must be 'fp32' or 'bf16', got '%s'", c->precision);
     REQUIRE(c->loader_threads >= 0 && c->loader_threads <= 64, "loader_threads", "must be in [0, 64], got %d", c->loader_threads);
     REQUIRE(c->ps >= 0, "ps", "must be >= 0, got %d", c->ps);
     REQUIRE(c->threads >= 0, "threads", "must be >= 0, got %d", c->threads);

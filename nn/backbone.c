@@ -126,6 +126,7 @@ int net_conv(af_backbone *m, const char *key, int in, int cout, int kh, int kw, 
         return -1;
     }
     if (m->cfg.no_winograd && op->conv.algo == AF_CONV2D_ALGO_WINOGRAD) op->conv.algo = AF_CONV2D_ALGO_IM2COL;
+    op->conv.prec = m->precision;
     int64_t ws[4] = {cout, x->c / groups, kh, kw}, bs[1] = {cout};
     op->t_w = new_entry(m, key, "weight", AF_TENSOR_KIND_PARAM, 4, ws, winit);
     if (bias) op->t_b = new_entry(m, key, "bias", AF_TENSOR_KIND_PARAM, 1, bs, INIT_ZERO);
@@ -333,6 +334,7 @@ af_status af_backbone_init(af_backbone *m, const af_backbone_config *cfg)
     m->net = calloc(1, sizeof *m->net);
     if (!m->net) return af_errorf(AF_ERR_NOMEM, "out of memory building backbone %s", m->arch);
     m->net->nthreads = m->cfg.nthreads;
+    m->precision = af_precision_effective(m->cfg.precision);
     m->net->max_batch = m->cfg.max_batch;
     af_status st = net_build_arch(m);
     if (!st) st = m->net->st;
@@ -436,7 +438,8 @@ af_status af_backbone_forward(af_backbone *m, const float *x, int B, int train, 
             else memcpy(A(n, op->out), A(n, op->in), sizeof(float) * (size_t)ti->c * B);
             break;
         case NET_OP_LINEAR:
-            af_linear_forward(op->fin, op->fout, B, A(n, op->in), P(m, op->t_w), P(m, op->t_b), A(n, op->out), T);
+            af_linear_forward_prec(m->precision, op->fin, op->fout, B, A(n, op->in), P(m, op->t_w), P(m, op->t_b),
+                                   A(n, op->out), T);
             break;
         }
         if (st) return af_error_wrap(st, "backbone %s forward, layer %d", m->arch, i);
@@ -490,8 +493,8 @@ af_status af_backbone_backward(af_backbone *m, const float *demb, const af_nn_ct
             if (dx) af_dropout_backward(ti->c, B, op->p, ctx, op->salt, dy, dx, op->in_accum, T);
             break;
         case NET_OP_LINEAR:
-            af_linear_backward(op->fin, op->fout, B, A(n, op->in), P(m, op->t_w), dy, dx, op->in_accum,
-                               G(m, op->t_w), G(m, op->t_b), T);
+            af_linear_backward_prec(m->precision, op->fin, op->fout, B, A(n, op->in), P(m, op->t_w), dy, dx,
+                                    op->in_accum, G(m, op->t_w), G(m, op->t_b), T);
             break;
         }
         if (st) return af_error_wrap(st, "backbone %s backward, layer %d", m->arch, i);

@@ -19,7 +19,6 @@
  * fixed order, so a run is reproducible for a given thread count. */
 #include "arcface/nn.h"
 
-#include <cblas.h>
 #include <string.h>
 
 #include "nn_internal.h"
@@ -88,6 +87,7 @@ static af_conv2d conv_transposed(const af_conv2d *c)
 {
     af_conv2d t;
     af_conv2d_init(&t, c->cout, c->cin, c->oh, c->ow, c->kh, c->kw, 1, 1, c->kh - 1 - c->ph, c->kw - 1 - c->pw, 1);
+    t.prec = c->prec;
     return t;
 }
 
@@ -228,7 +228,7 @@ static void im2col_rows_forward(const af_conv2d *c, int B, const float *x, const
         size_t nr = r_hi - r0 < step ? r_hi - r0 : step;
         int nt = (int)(nr * c->ow);
         im2col(c, B, x, r0, nr, col);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, c->cout, nt, K, 1.0f, w, K, col, nt, beta,
+        nn_gemm(c->prec, 0, 0, c->cout, nt, K, 1.0f, w, K, col, nt, beta,
                     y + r0 * c->ow, (int)ldy);
     }
 }
@@ -269,7 +269,7 @@ void af_conv2d_forward(const af_conv2d *c, int B, const float *x, const float *w
             }
             if (hi > lo) {
                 if (c->algo == AF_CONV2D_ALGO_GEMM1X1)
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, c->cout, (int)(hi - lo), c->cin, 1.0f, w,
+                    nn_gemm(c->prec, 0, 0, c->cout, (int)(hi - lo), c->cin, 1.0f, w,
                                 c->cin, x + lo, (int)ncols, beta, y + lo, (int)ncols);
                 else
                     im2col_rows_forward(c, B, x, w, y, beta, lo, hi, ws + L.flip + (T - 1) * L.dwcopy + t * L.col);
@@ -328,10 +328,10 @@ void af_conv2d_backward(const af_conv2d *c, int B, const float *x, const float *
             if (c->algo == AF_CONV2D_ALGO_GEMM1X1) {
                 nn_split(ncols, t, T, &lo, &hi);
                 if (hi > lo) {
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, c->cout, c->cin, (int)(hi - lo), 1.0f, dy + lo,
+                    nn_gemm(c->prec, 0, 1, c->cout, c->cin, (int)(hi - lo), 1.0f, dy + lo,
                                 (int)ncols, x + lo, (int)ncols, 1.0f, dwt, c->cin);
                     if (dx)
-                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, c->cin, (int)(hi - lo), c->cout, 1.0f, w,
+                        nn_gemm(c->prec, 1, 0, c->cin, (int)(hi - lo), c->cout, 1.0f, w,
                                     c->cin, dy + lo, (int)ncols, dx_accum ? 1.0f : 0.0f, dx + lo, (int)nin);
                 }
             } else {
@@ -342,7 +342,7 @@ void af_conv2d_backward(const af_conv2d *c, int B, const float *x, const float *
                     size_t nr = hi - r0 < step ? hi - r0 : step;
                     int nt = (int)(nr * c->ow);
                     im2col(c, B, x, r0, nr, col);
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, c->cout, K, nt, 1.0f, dy + r0 * c->ow,
+                    nn_gemm(c->prec, 0, 1, c->cout, K, nt, 1.0f, dy + r0 * c->ow,
                                 (int)ncols, col, nt, 1.0f, dwt, K);
                 }
                 if (dx && c->flip_dx) {
@@ -360,7 +360,7 @@ void af_conv2d_backward(const af_conv2d *c, int B, const float *x, const float *
                     for (size_t r0 = b0 * c->oh; r0 < b1 * c->oh; r0 += step) {
                         size_t nr = b1 * c->oh - r0 < step ? b1 * c->oh - r0 : step;
                         int nt = (int)(nr * c->ow);
-                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, nt, c->cout, 1.0f, w, K,
+                        nn_gemm(c->prec, 1, 0, K, nt, c->cout, 1.0f, w, K,
                                     dy + r0 * c->ow, (int)ncols, 0.0f, col, nt);
                         col2im_add(c, B, col, r0, nr, dx);
                     }

@@ -15,7 +15,6 @@
  * The transforms deinterleave even and odd columns so that every loop runs
  * with unit stride over a row of tiles. Odd plane sizes (7x7) are handled by
  * zero patches and by writing back only the outputs inside the plane. */
-#include <cblas.h>
 #include <string.h>
 
 #include "arcface/nn.h"
@@ -256,7 +255,7 @@ static void wino_rows(const af_conv2d *c, const wino_geom *g, int B, const float
         const size_t nr = hi - r0 < g->rows ? hi - r0 : g->rows, nt = nr * g->tw;
         transform_input(c, g, B, x, r0, nr, V, scratch);
         for (int k = 0; k < 16; k++)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, c->cout, (int)nt, c->cin, 1.0f, U + k * ukk, c->cin,
+            nn_gemm(c->prec, 0, 0, c->cout, (int)nt, c->cin, 1.0f, U + k * ukk, c->cin,
                         V + (size_t)k * c->cin * nt, (int)nt, 0.0f, M + (size_t)k * c->cout * nt, (int)nt);
         transform_output(c, g, B, M, r0, nr, y, accum, scratch);
     }
@@ -301,7 +300,7 @@ void nn_winograd_backward(const af_conv2d *c, int B, const float *x, const float
             transform_input(c, &g, B, x, r0, nr, V, scratch);
             transform_dy(c, &g, B, dy, r0, nr, M, scratch);
             for (int k = 0; k < 16; k++)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, c->cout, c->cin, (int)nt, 1.0f,
+                nn_gemm(c->prec, 0, 1, c->cout, c->cin, (int)nt, 1.0f,
                             M + (size_t)k * c->cout * nt, (int)nt, V + (size_t)k * c->cin * nt, (int)nt, 1.0f,
                             dU + k * ukk, c->cin);
         }

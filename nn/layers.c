@@ -111,6 +111,18 @@ void af_dropout_backward(int f, int B, float p, const af_nn_ctx *ctx, uint64_t s
 void af_linear_forward(int fin, int fout, int B, const float *x, const float *w, const float *bias, float *y,
                        int nthreads)
 {
+    af_linear_forward_prec(AF_PRECISION_FP32, fin, fout, B, x, w, bias, y, nthreads);
+}
+
+void af_linear_backward(int fin, int fout, int B, const float *x, const float *w, const float *dy, float *dx,
+                        int dx_accum, float *dw, float *dbias, int nthreads)
+{
+    af_linear_backward_prec(AF_PRECISION_FP32, fin, fout, B, x, w, dy, dx, dx_accum, dw, dbias, nthreads);
+}
+
+void af_linear_forward_prec(af_precision prec, int fin, int fout, int B, const float *x, const float *w,
+                            const float *bias, float *y, int nthreads)
+{
     if (nthreads < 1) nthreads = 1;
     int saved = nn_blas_single_begin();
 #pragma omp parallel num_threads(nthreads)
@@ -121,15 +133,15 @@ void af_linear_forward(int fin, int fout, int B, const float *x, const float *w,
             if (bias)
                 for (size_t o = lo; o < hi; o++)
                     for (int b = 0; b < B; b++) y[o * B + b] = bias[o];
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(hi - lo), B, fin, 1.0f, w + lo * fin, fin, x,
+            nn_gemm(prec, 0, 0, (int)(hi - lo), B, fin, 1.0f, w + lo * fin, fin, x,
                         B, bias ? 1.0f : 0.0f, y + lo * B, B);
         }
     }
     nn_blas_single_end(saved);
 }
 
-void af_linear_backward(int fin, int fout, int B, const float *x, const float *w, const float *dy, float *dx,
-                        int dx_accum, float *dw, float *dbias, int nthreads)
+void af_linear_backward_prec(af_precision prec, int fin, int fout, int B, const float *x, const float *w,
+                             const float *dy, float *dx, int dx_accum, float *dw, float *dbias, int nthreads)
 {
     if (nthreads < 1) nthreads = 1;
     int saved = nn_blas_single_begin();
@@ -139,7 +151,7 @@ void af_linear_backward(int fin, int fout, int B, const float *x, const float *w
         size_t lo, hi;
         nn_split((size_t)fout, t, T, &lo, &hi);
         if (hi > lo) {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(hi - lo), fin, B, 1.0f, dy + lo * B, B, x, B,
+            nn_gemm(prec, 0, 1, (int)(hi - lo), fin, B, 1.0f, dy + lo * B, B, x, B,
                         1.0f, dw + lo * fin, fin);
             if (dbias)
                 for (size_t o = lo; o < hi; o++) {
@@ -151,7 +163,7 @@ void af_linear_backward(int fin, int fout, int B, const float *x, const float *w
         if (dx) {
             nn_split((size_t)fin, t, T, &lo, &hi);
             if (hi > lo)
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(hi - lo), B, fout, 1.0f, w + lo, fin, dy, B,
+                nn_gemm(prec, 1, 0, (int)(hi - lo), B, fout, 1.0f, w + lo, fin, dy, B,
                             dx_accum ? 1.0f : 0.0f, dx + lo * B, B);
         }
     }

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "arcface/cpu.h"
 #include "arcface/nn.h"
 
 #ifdef _OPENMP
@@ -62,6 +63,19 @@ size_t nn_winograd_workspace(const af_conv2d *c, int max_batch, int nthreads);
 void nn_winograd_forward(const af_conv2d *c, int B, const float *x, const float *w, float *y, float *ws, int nthreads);
 void nn_winograd_backward(const af_conv2d *c, int B, const float *x, const float *w, const float *dy, float *dx,
                           int dx_accum, float *dw, float *ws, int nthreads);
+
+/* C (M, N) = alpha op(A) op(B) + beta C, row-major, cblas's conventions
+ * (trans != 0 means op(X) = X^T); single-threaded. BF16 rounds A and B to
+ * bfloat16 and accumulates in float32 where the CPU has AVX512_BF16, and is
+ * float32 elsewhere: gemm.c. */
+void nn_gemm(af_precision prec, int transa, int transb, int M, int N, int K, float alpha, const float *A, int lda,
+             const float *B, int ldb, float beta, float *C, int ldc);
+/* The AVX512_BF16 kernel itself (gemm_bf16.c); only to be called after
+ * af_cpu()->avx512_bf16. Returns 0, or -1 when its buffers could not be had. */
+int nn_gemm_bf16(int transa, int transb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
+                 int ldb, float beta, float *C, int ldc);
+/* y[i] = x[i] rounded to the nearest bfloat16 (ties to even), as a float. */
+void nn_bf16_round(const float *x, float *y, size_t n);
 
 /* Workspace pieces are 64-byte aligned; sizes are rounded in floats. */
 static inline size_t nn_align(size_t floats) { return (floats + 15) & ~(size_t)15; }

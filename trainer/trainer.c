@@ -117,6 +117,9 @@ static af_status prepare_output(job *j)
     af_config_write(&j->cfg, stdout);
     af_config_notes(&j->cfg, stdout, "note: ");
     printf("dataset: %s\n", af_dataset_describe(j->ds));
+    printf("kernels: %s\n", af_cpu_kernels_describe(af_config_precision(&j->cfg)));
+    if (af_precision_effective(af_config_precision(&j->cfg)) != af_config_precision(&j->cfg))
+        printf("warning: precision bf16 asked for, but this CPU has no AVX512_BF16: training in fp32\n");
     printf("layout: %d workers (ranks 0-%d), %d parameter servers%s, %lld classes, global batch %d\n", j->ctx.W,
            j->ctx.W - 1, j->ctx.P, j->ctx.P ? "" : " (single process: all classes local)",
            (long long)j->ctx.num_classes, j->cfg.batch_size * j->ctx.W);

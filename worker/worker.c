@@ -94,7 +94,8 @@ af_status af_worker_init(af_worker *w, const af_ctx *ctx, const af_config *cfg, 
     int c, h, wd;
     af_dataset_shape(ds, &c, &h, &wd);
     af_backbone_config bc = {.arch = cfg->network, .in_c = c, .in_h = h, .in_w = wd, .embedding = w->D,
-                             .dropout = cfg->dropout, .max_batch = w->b, .nthreads = cfg->threads, .seed = cfg->seed};
+                             .dropout = cfg->dropout, .max_batch = w->b, .nthreads = cfg->threads, .seed = cfg->seed,
+                             .precision = af_config_precision(cfg)};
     if ((st = af_backbone_init(&w->bb, &bc))) return af_error_wrap(st, "configuration key 'network'");
     if (!strcmp(cfg->optimizer, "sgd")) st = af_sgd_init(&w->sgd, w->bb.n_trainable);
     else st = af_adamw_init(&w->adamw, w->bb.n_trainable);

@@ -60,6 +60,8 @@ typedef struct {
     int profile;        /* accumulate per-layer times for af_backbone_profile_print */
     int no_winograd;    /* 3x3 stride-1 layers by im2col + sgemm instead of Winograd F(2x2,3x3)
                            (slower; for comparison and as a fallback) */
+    af_precision precision; /* FP32 (default) or BF16 mixed precision: GEMM operands of convolutions and
+                               linear layers in bfloat16, everything else float32 */
 } af_backbone_config;
 
 struct af_net;
@@ -77,6 +79,7 @@ typedef struct {
     af_backbone_tensor *tensors; /* (n_tensors), in state_dict order */
     size_t n_tensors;
     size_t workspace_bytes;   /* activations, gradient buffers and scratch, allocated at build */
+    af_precision precision;   /* what runs: cfg.precision, or FP32 where the CPU lacks AVX512_BF16 */
     struct af_net *net;
 } af_backbone;
 

@@ -27,6 +27,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "arcface/cpu.h"
 #include "arcface/status.h"
 
 #define AF_CFG_STR 256
@@ -62,6 +63,8 @@ typedef struct {
     /* layout and threads */
     int ps;                       /* parameter-server ranks */
     int threads;                  /* compute threads per worker (0: OpenMP default) */
+    char precision[16];           /* fp32 | bf16 | "" (unset: bf16 when fp16 is true, else fp32) */
+    int fp16;                     /* arcface_torch's switch for mixed precision: means bf16 here */
     /* output, checkpoints, logging, evaluation */
     char output[AF_CFG_STR];
     int frequent;
@@ -101,6 +104,8 @@ const char *af_config_where(const af_config *c, const char *key);
  * base.py merged first, keys ignored, margin terms ignored as insightface
  * ignores them. Each line starts with prefix. */
 void af_config_notes(const af_config *c, FILE *f, const char *prefix);
+/* The backbone precision the configuration asks for (precision, else fp16). */
+af_precision af_config_precision(const af_config *c);
 /* Writes every key as `key = value`, re-readable by af_config_load_file. */
 void af_config_write(const af_config *c, FILE *f);
 

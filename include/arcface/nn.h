@@ -27,6 +27,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "arcface/cpu.h"
 #include "arcface/status.h"
 
 /* ---- Distributed-training context ------------------------------------- */
@@ -71,6 +72,8 @@ typedef struct {
     int h, w, oh, ow;     /* input and output plane */
     af_conv2d_algo algo;
     int flip_dx;          /* dx computed as a stride-1 convolution of dy with the flipped kernel */
+    af_precision prec;    /* of the GEMMs (FP32 from init; BF16 rounds their operands, see arcface/cpu.h);
+                             the direct algorithm always computes in float32 */
 } af_conv2d;
 
 af_status af_conv2d_init(af_conv2d *c, int cin, int cout, int h, int w, int kh, int kw, int sh, int sw,
@@ -163,6 +166,11 @@ void af_linear_forward(int fin, int fout, int B, const float *x, const float *w,
                        int nthreads);
 void af_linear_backward(int fin, int fout, int B, const float *x, const float *w, const float *dy, float *dx,
                         int dx_accum, float *dw, float *dbias, int nthreads);
+/* The same with the GEMMs in precision `prec` (the two above are FP32). */
+void af_linear_forward_prec(af_precision prec, int fin, int fout, int B, const float *x, const float *w,
+                            const float *bias, float *y, int nthreads);
+void af_linear_backward_prec(af_precision prec, int fin, int fout, int B, const float *x, const float *w,
+                             const float *dy, float *dx, int dx_accum, float *dw, float *dbias, int nthreads);
 
 /* ---- L2 normalisation of embeddings: af_l2norm_forward / af_l2norm_backward,
  * shared with the margin core, are declared in arcface/l2norm.h. */

@@ -42,8 +42,17 @@ int main(void)
         "config.sample_rate = 0.3\n"
         "config.fp16 = True\n");
     af_status st = af_config_load_file(&c, py);
-    CHECK(!st && !strcmp(c.ignored, "fp16") && !strcmp(c.network, "r50") && c.margin_list[2] == 0.4f,
-          "an arcface_torch file loads; its GPU-only key is listed as ignored ('%s') %s", c.ignored, st ? af_errmsg() : "");
+    CHECK(!st && !c.ignored[0] && !strcmp(c.network, "r50") && c.margin_list[2] == 0.4f,
+          "an arcface_torch file loads ('%s' ignored) %s", c.ignored, st ? af_errmsg() : "");
+    CHECK(c.fp16 == 1 && af_config_precision(&c) == AF_PRECISION_BF16, "fp16 = True means bf16 (fp16 %d)", c.fp16);
+    CHECK(!af_config_set(&c, "precision", "fp32", "command line") && af_config_precision(&c) == AF_PRECISION_FP32,
+          "an explicit precision = fp32 wins over fp16 = True");
+    CHECK(!af_config_set(&c, "precision", "bf16", "command line") && !af_config_set(&c, "fp16", "False", "x") &&
+          af_config_precision(&c) == AF_PRECISION_BF16, "precision = bf16");
+    af_config_defaults(&c);
+    CHECK(af_config_precision(&c) == AF_PRECISION_FP32, "the default precision is fp32");
+    af_config_set(&c, "precision", "fp16", "command line");
+    expect_error(af_config_check(&c), "key 'precision': must be 'fp32' or 'bf16', got 'fp16'", "bad precision");
 
     af_config_defaults(&c);
     const char *kv = write_file("cfg_kv.conf",

@@ -4,7 +4,11 @@
  * writes inputs, parameters and results to /case_N of an HDF5 file, in
  * PyTorch's NCHW layout, for torch.nn.functional to check.
  *
- * usage: nn_layers_dump OUT.h5 */
+ * With "bf16" as second argument only the layers that have a bf16 mode
+ * (convolutions, Linear) are written, computed in AF_PRECISION_BF16; it exits
+ * 77 (a ctest skip) where the CPU has no AVX512_BF16.
+ *
+ * usage: nn_layers_dump OUT.h5 [fp32|bf16] */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +24,7 @@ static hid_t file;
 static const char *path;
 static int ncase;
 static int failed;
+static af_precision prec = AF_PRECISION_FP32;
 
 static float *randv(size_t n, float s, float shift)
 {
@@ -71,6 +76,7 @@ static void conv_case(int B, int cin, int cout, int h, int w, int k, int s, int 
         failed = 1;
         return;
     }
+    c.prec = prec;
     const size_t nx = (size_t)cin * B * h * w, nw = (size_t)cout * (cin / g) * k * k;
     const size_t ny = (size_t)cout * B * c.oh * c.ow;
     float *x = randv(nx, 1, 0), *wt = randv(nw, 0.3f, 0), *b = bias ? randv(cout, 0.3f, 0) : NULL;
@@ -155,8 +161,8 @@ static void linear_case(int B, int fin, int fout)
     float *x = randv((size_t)fin * B, 1, 0), *w = randv((size_t)fout * fin, 0.2f, 0), *b = randv(fout, 0.2f, 0);
     float *y = zeros((size_t)fout * B), *dy = randv((size_t)fout * B, 1, 0), *dx = zeros((size_t)fin * B);
     float *dw = zeros((size_t)fout * fin), *db = zeros(fout);
-    af_linear_forward(fin, fout, B, x, w, b, y, NT);
-    af_linear_backward(fin, fout, B, x, w, dy, dx, 0, dw, db, NT);
+    af_linear_forward_prec(prec, fin, fout, B, x, w, b, y, NT);
+    af_linear_backward_prec(prec, fin, fout, B, x, w, dy, dx, 0, dw, db, NT);
     /* (F, B) is the transpose of PyTorch's (B, F): write it as a (F, B, 1, 1) "CNHW" tensor */
     put_nchw("x", fin, B, 1, 1, x);
     hsize_t dwd[2] = {fout, fin}, dbd[1] = {fout};
@@ -190,11 +196,18 @@ static void l2norm_case(int B, int D)
 
 int main(int argc, char **argv)
 {
-    if (argc != 2) {
-        fprintf(stderr, "usage: nn_layers_dump OUT.h5\n");
+    if (argc < 2 || argc > 3 || (argc == 3 && strcmp(argv[2], "fp32") && strcmp(argv[2], "bf16"))) {
+        fprintf(stderr, "usage: nn_layers_dump OUT.h5 [fp32|bf16]\n");
         return 2;
     }
     path = argv[1];
+    if (argc == 3 && !strcmp(argv[2], "bf16")) {
+        if (af_precision_effective(AF_PRECISION_BF16) != AF_PRECISION_BF16) {
+            printf("SKIP: no AVX512_BF16 on this CPU (%s)\n", af_cpu_kernels_describe(AF_PRECISION_BF16));
+            return 77;
+        }
+        prec = AF_PRECISION_BF16;
+    }
     af_rng_seed(&rng, 7, AF_RNG_STREAM_TEST, 0, 0);
     if (af_h5_create(path, &file)) {
         fprintf(stderr, "%s\n", af_errmsg());
@@ -211,6 +224,14 @@ int main(int argc, char **argv)
     conv_case(2, 32, 32, 14, 14, 3, 2, 1, 32, 0); /* depthwise, strided */
     conv_case(2, 32, 32, 12, 12, 3, 1, 1, 16, 0); /* grouped, 2 per group (mbf layers.1) */
     conv_case(3, 64, 64, 7, 7, 7, 1, 0, 64, 0);   /* the GDC head */
+    if (prec == AF_PRECISION_BF16) {
+        conv_case(2, 128, 128, 14, 14, 3, 1, 1, 1, 0); /* Winograd with a long inner dimension */
+        conv_case(2, 256, 64, 7, 7, 1, 1, 0, 1, 0);    /* 1x1, K = 256 */
+        linear_case(5, 3136, 64);                     /* iResNet's fc: K = 64*7*7 */
+        linear_case(3, 40, 12);
+        H5Fclose(file);
+        return failed;
+    }
     bn_case(3, 8, 5, 5, 0, 0);
     bn_case(3, 8, 5, 5, 1, 0);
     bn_case(3, 8, 5, 5, 0, 1);

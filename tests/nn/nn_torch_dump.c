@@ -5,9 +5,11 @@
  * forward, and writes what it computed under /out for PyTorch to check.
  *
  * usage: nn_torch_dump --arch A --batch B --out FILE.h5 [--embedding D]
- *                      [--threads T] [--seed S] [--hw N]
+ *                      [--threads T] [--seed S] [--hw N] [--precision fp32|bf16]
  * --hw runs a square input smaller than the architecture's own, so that a
- * deep network (r200) gets a full gradient check at a small cost. */
+ * deep network (r200) gets a full gradient check at a small cost.
+ * With --precision bf16 it exits 77 (a ctest skip) where the CPU has no
+ * AVX512_BF16. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +37,8 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--threads")) cfg.nthreads = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--seed")) cfg.seed = strtoull(argv[i + 1], NULL, 10);
         else if (!strcmp(argv[i], "--hw")) cfg.in_h = cfg.in_w = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--precision") && !strcmp(argv[i + 1], "bf16")) cfg.precision = AF_PRECISION_BF16;
+        else if (!strcmp(argv[i], "--precision") && !strcmp(argv[i + 1], "fp32")) cfg.precision = AF_PRECISION_FP32;
         else {
             fprintf(stderr, "nn_torch_dump: unknown option %s\n", argv[i]);
             return 2;
@@ -43,6 +47,10 @@ int main(int argc, char **argv)
     if (!out) {
         fprintf(stderr, "usage: nn_torch_dump --arch A --batch B --out FILE.h5\n");
         return 2;
+    }
+    if (af_precision_effective(cfg.precision) != cfg.precision) {
+        printf("SKIP: no AVX512_BF16 on this CPU (%s)\n", af_cpu_kernels_describe(cfg.precision));
+        return 77;
     }
     af_backbone m;
     if (af_backbone_init(&m, &cfg)) return fail("init");

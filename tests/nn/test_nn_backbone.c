@@ -160,8 +160,10 @@ static void test_sync(const char *arch, int hw, float dropout)
     for (size_t i = 0; i < one.n_trainable; i++) gsum[i] = w0.grads[i] + w1.grads[i];
     /* Some gradients are exactly 0 in exact arithmetic (a bias followed by a
      * training-mode batch norm) and are rounding noise in float, so each
-     * tensor's error is relative to max(its largest value, 1e-3 x the
-     * largest gradient anywhere). */
+     * tensor's error is relative to max(its largest value, 1e-2 x the
+     * largest gradient anywhere). (With 1e-3 the noise of fc.bias, a sum of
+     * cancelling float32 terms, crossed 1e-4 depending only on the compiler's
+     * vectorisation: 1.09e-4 in the -O2 x86-64-v3 ASan build.) */
     double gmax = 0.0, worst = 0.0;
     for (size_t i = 0; i < one.n_trainable; i++) gmax = fmax(gmax, fabs(one.grads[i]));
     const char *worst_key = "";
@@ -174,7 +176,7 @@ static void test_sync(const char *arch, int hw, float dropout)
             d = fmax(d, fabs((double)gsum[j] - one.grads[j]));
             sc = fmax(sc, fabs(one.grads[j]));
         }
-        if (sc < 1e-3 * gmax) floored++, sc = 1e-3 * gmax;
+        if (sc < 1e-2 * gmax) floored++, sc = 1e-2 * gmax;
         if (d / sc > worst) worst = d / sc, worst_key = e->key;
     }
     char label[160];

@@ -4,7 +4,17 @@ Runs nn_layers_dump, then recomputes every case's outputs and gradients with
 PyTorch on the same inputs and parameters. Error of a tensor:
 max|ours - torch| / max|torch|; the test fails above the tolerance (1e-4).
 
-usage: torch_layers.py DUMP_EXE WORKDIR [--tol 1e-4]
+With --bf16 the layers that have a bf16 mode (convolutions, Linear) run in
+it, and the reference is PyTorch's own mixed precision: the same functions in
+float32 under torch.autocast("cpu", dtype=torch.bfloat16), forward and
+backward. Each tensor must then be within the tolerance (1e-2 by default) of
+autocast's, AND at most 2x as far from the float64 result as autocast's is
+(so ours is no less accurate than PyTorch's bf16); a tensor no further than
+1e-4 from float64 shows bf16 was not engaged at all, and fails too (except
+where we compute in float32 by design: bias gradients, grouped and depthwise
+convolutions).
+
+usage: torch_layers.py DUMP_EXE WORKDIR [--tol 1e-4] [--bf16]
 """
 import argparse
 import os
@@ -17,12 +27,27 @@ import torch
 import torch.nn.functional as F
 
 
+DTYPE = torch.float64
+
+
 def t(g, k):
-    return torch.from_numpy(np.array(g[k])).double()
+    return torch.from_numpy(np.array(g[k])).to(DTYPE)
 
 
 def leaf(g, k):
     return t(g, k).requires_grad_(True)
+
+
+def case_autocast(g):
+    """float32 inputs, the layer under bf16 autocast; results back in float32."""
+    global DTYPE
+    DTYPE = torch.float32
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            desc, out = case(g)
+    finally:
+        DTYPE = torch.float64
+    return desc, out
 
 
 def case(g):
@@ -88,22 +113,35 @@ def case(g):
         desc = "l2norm %s" % (tuple(x.shape),)
     else:
         raise ValueError(kind)
-    return desc, {k: v.detach().numpy() for k, v in out.items()}
+    return desc, {k: v.detach().float().numpy() if v.dtype == torch.bfloat16 else v.detach().numpy()
+                  for k, v in out.items()}
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("exe")
     ap.add_argument("workdir")
-    ap.add_argument("--tol", type=float, default=1e-4)
+    ap.add_argument("--tol", type=float, default=None)
+    ap.add_argument("--bf16", action="store_true")
     a = ap.parse_args()
+    if a.tol is None:
+        a.tol = 1e-2 if a.bf16 else 1e-4
     os.makedirs(a.workdir, exist_ok=True)
-    path = os.path.join(a.workdir, "torch_layers.h5")
-    subprocess.run([a.exe, path], check=True)
+    path = os.path.join(a.workdir, "torch_layers%s.h5" % ("_bf16" if a.bf16 else ""))
+    r = subprocess.run([a.exe, path] + (["bf16"] if a.bf16 else []))
+    if r.returncode == 77:
+        print("SKIP: the dump reports no AVX512_BF16 on this CPU")
+        sys.exit(77)
+    if r.returncode != 0:
+        print("FAIL: %s exited with %d" % (a.exe, r.returncode))
+        sys.exit(1)
     worst, fails = 0.0, 0
     with h5py.File(path, "r") as f:
         for name in sorted(f.keys(), key=lambda s: int(s.split("_")[1])):
             desc, ref = case(f[name])
+            if a.bf16:
+                ref64 = ref
+                desc, ref = case_autocast(f[name])
             errs = []
             for k, r in ref.items():
                 ours = np.array(f[name][k], dtype=np.float64)
@@ -112,13 +150,33 @@ def main():
                     fails += 1
                     continue
                 e = float(np.abs(ours - r).max() / max(np.abs(r).max(), 1e-30))
-                errs.append("%s %.2g" % (k, e))
                 worst = max(worst, e)
                 if not e <= a.tol:
                     print("FAIL %s %s: relative error %.3g > %.0e" % (desc, k, e, a.tol))
                     fails += 1
+                if not a.bf16:
+                    errs.append("%s %.2g" % (k, e))
+                    continue
+                # both against float64: ours, and PyTorch's autocast
+                r64 = ref64[k]
+                scale = max(np.abs(r64).max(), 1e-30)
+                e_ours = float(np.abs(ours - r64).max() / scale)
+                e_torch = float(np.abs(r.astype(np.float64) - r64).max() / scale)
+                errs.append("%s %.2g (f64: ours %.2g, autocast %.2g)" % (k, e, e_ours, e_torch))
+                if not e_ours <= 2 * max(e_torch, 1e-6):
+                    print("FAIL %s %s: %.3g from float64, more than 2x autocast's %.3g" % (desc, k, e_ours, e_torch))
+                    fails += 1
+                # bias gradients (sums) and grouped/depthwise convolutions (direct
+                # loops) have no GEMM and stay float32 by design
+                g = f[name]
+                kind = g.attrs["kind"]
+                kind = kind.decode() if isinstance(kind, bytes) else kind
+                by_gemm = k != "db" and (kind == "linear" or (kind == "conv" and int(g.attrs["a2"]) == 1))
+                if by_gemm and not e_ours > 1e-4:
+                    print("FAIL %s %s: only %.3g from float64: bf16 was not engaged" % (desc, k, e_ours))
+                    fails += 1
             print("%-48s %s" % (desc, ", ".join(errs)))
-    print("worst relative error %.3g, tolerance %.0e" % (worst, a.tol))
+    print("worst relative error %.3g%s, tolerance %.0e" % (worst, " against bf16 autocast" if a.bf16 else "", a.tol))
     if fails:
         sys.exit(1)
     print("PASS")
