@@ -196,8 +196,11 @@ int main(void)
     CHECK(!strcmp(c.val_targets, "lfw,cfp_fp,agedb_30"), "val_targets list: '%s'", c.val_targets);
     CHECK(c.margin_list[0] == 1 && c.margin_list[1] == 0.5f && c.margin_list[2] == 0, "margin_list tuple");
     CHECK(c.weight_decay == 5e-4f && c.sample_rate == 1.0, "5e-4 and 1.0: %g %g", c.weight_decay, c.sample_rate);
-    CHECK(strstr(c.ignored, "save_artifacts") && strstr(c.ignored, "fp16") && strstr(c.ignored, "num_image") &&
+    CHECK(strstr(c.ignored, "save_artifacts") && strstr(c.ignored, "num_image") &&
           strstr(c.ignored, "wandb_resume") && strstr(c.ignored, "suffix_run_name"), "ignored keys listed: '%s'", c.ignored);
+    /* fp16 = True is arcface_torch's mixed-precision switch: bf16 here, not an ignored key. */
+    CHECK(!strstr(c.ignored, "fp16") && c.fp16 && af_config_precision(&c) == AF_PRECISION_BF16,
+          "fp16 = True -> precision bf16 (fp16 %d, ignored '%s')", c.fp16, c.ignored);
     CHECK(strstr(c.base_file, "insightface_configs/base.py") != NULL, "base.py recorded: '%s'", c.base_file);
     CHECK(!strcmp(af_config_where(&c, "lr"), "insightface_configs/ms1mv3_r100.py:16"), "where(lr) = %s",
           af_config_where(&c, "lr"));
