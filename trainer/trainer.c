@@ -175,15 +175,26 @@ static af_status metrics_truncate(job *j, int64_t step)
     return AF_OK;
 }
 
-/* Test hook: ARCFACE_LIST_STATE=1 prints every rank's registry once, at init. */
+/* Test hook: ARCFACE_LIST_STATE=1 prints every rank's registry once, at init;
+ * ARCFACE_LIST_STATE=DIR writes it to DIR/state.rank<N>.txt instead, whole
+ * lines that the launcher cannot interleave with other ranks' output. */
 static af_status list_state(job *j)
 {
     const char *e = getenv("ARCFACE_LIST_STATE");
-    if (!e || *e != '1') return AF_OK;
+    if (!e || !*e || !strcmp(e, "0")) return AF_OK;
     char prefix[48];
     snprintf(prefix, sizeof prefix, "rank %d: ", j->ctx.rank);
-    af_state_print(&j->reg, stdout, prefix);
-    fflush(stdout);
+    if (!strcmp(e, "1")) {
+        af_state_print(&j->reg, stdout, prefix);
+        fflush(stdout);
+        return AF_OK;
+    }
+    char path[AF_CFG_STR + 64];
+    snprintf(path, sizeof path, "%s/state.rank%d.txt", e, j->ctx.rank);
+    FILE *f = fopen(path, "w");
+    if (!f) return af_errorf(AF_ERR_IO, "ARCFACE_LIST_STATE: %s: cannot write: %s", path, strerror(errno));
+    af_state_print(&j->reg, f, prefix);
+    if (fclose(f)) return af_errorf(AF_ERR_IO, "ARCFACE_LIST_STATE: %s: write failed: %s", path, strerror(errno));
     return AF_OK;
 }
 

@@ -7,7 +7,7 @@
  * touched (trainer/resume.c: a changed run is refused with AF_ERR_ARG unless
  * resume_allow_changes names the keys; num_classes may grow), then every rank
  * registers its state (include/arcface/state.h) and loads it.
- * Test hooks (environment): ARCFACE_LIST_STATE=1 prints every rank's registry at
+ * Test hooks (environment): ARCFACE_LIST_STATE=1 (or =DIR: one file per rank) prints every rank's registry at
  * init; ARCFACE_TEST_CHECKPOINT_AT_RESUME=1 makes a resumed job checkpoint the
  * state it loaded before its first step. */
 #ifndef ARCFACE_TRAINER_H

@@ -111,8 +111,13 @@ def cell(opt, fc, acc, drop, W, P):
     rc, log = run(ref, W, P, extra + ["--save_every", str(K)])
     if rc:
         return name, False, [f"reference run failed (exit {rc}):\n{log[-2000:]}"]
+    # Each rank writes its registry to a file of its own: on stdout, mpirun may
+    # interleave one rank's line with another's.
+    listing = os.path.join(WORK, name, "state")
+    shutil.rmtree(listing, ignore_errors=True)
+    os.makedirs(listing)
     rc, log = run(res, W, P, extra + ["--resume", ckpt(ref, K)],
-                  env={"ARCFACE_TEST_CHECKPOINT_AT_RESUME": "1", "ARCFACE_LIST_STATE": "1"})
+                  env={"ARCFACE_TEST_CHECKPOINT_AT_RESUME": "1", "ARCFACE_LIST_STATE": listing})
     if rc:
         return name, False, [f"resumed run failed (exit {rc}):\n{log[-2000:]}"]
     bad, n = differences(ckpt(res, K), ckpt(ref, K))
@@ -125,7 +130,9 @@ def cell(opt, fc, acc, drop, W, P):
     lbad = [s for s in range(K + 1, N + 1) if la.get(s) != lb.get(s) or la.get(s) is None]
     ok &= not lbad
     notes.append(f"losses of steps {K + 1}..{N}: differing at {lbad}")
-    reg = registry(log)
+    reg = registry("".join(open(os.path.join(listing, n)).read() for n in sorted(os.listdir(listing))))
+    ok &= len(os.listdir(listing)) == W + P
+    notes.append(f"registry listings: {len(os.listdir(listing))} of {W + P} ranks")
     have = contents(ckpt(res, N)) if os.path.exists(ckpt(res, N)) else {}
     names = {k.lstrip("@") for k in have if "@" not in k[1:]}
     missing = sorted(k for k in reg if k not in names)
