@@ -41,6 +41,14 @@ static void *alloc(arena *a, size_t bytes)
     return a->p[a->n++] = v;
 }
 
+static char *dup_str(arena *a, const char *s)
+{
+    char *r = alloc(a, strlen(s) + 1);
+    if (r) strcpy(r, s);
+    return r;
+}
+
+/* fmt with one string and one int, e.g. "%s%d" for tensor names */
 static char *str(arena *a, const char *fmt, const char *s, int i)
 {
     char b[160];
@@ -162,7 +170,7 @@ static char *init_tensor(builder *b, int id, int ndim, const int64_t *dims)
     t->dims = d;
     t->has_data_type = 1;
     t->data_type = ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT;
-    t->name = str(&b->a, "%s%.0d", e->key, 0); /* the key alone: %.0d prints nothing for 0 */
+    t->name = dup_str(&b->a, e->key);
     t->has_raw_data = 1;
     t->raw_data.len = e->numel * sizeof(float);
     /* protobuf-c only reads the data when packing */
