@@ -43,6 +43,11 @@ kinks, and a single flipped element moves a tensor by far less than 1e-3 of its
 five-step update (measured: 1.2e-5, the 2-thread reference 1.1e-5). The other
 configurations sample (rate 0.3), drop out or accumulate, where one changed
 decision is a different computation, so only their one-step comparison holds.
+WELL uses margin_grad = analytic. Under arcface_torch's straight-through
+gradient (the default, as insightface) the same configuration is not well
+conditioned: a single process on 2 threads instead of 1 already drifts 7.3e-3
+of the five-step update in conv1.weight (measured), so there only the one-step
+comparisons ("dense rate 1 arcface_torch" and the defaults elsewhere) hold.
 The test proves it can fail: before the runs, a copy of a reference checkpoint
 with a wrong update of one PReLU slope (its update scaled by 1.05) must fail
 the per-tensor check — and passes the old metric (all of /backbone as one group,
@@ -64,7 +69,7 @@ FLOOR = 1e-2      # a tensor's update counts as at least 1% of its share of the 
 G = 12  # global batch: 12 = 1 x 12 = 2 x 6 = 3 x 4
 LAYOUTS = [(1, 1), (2, 1), (2, 2), (3, 2)]
 CONFIGS = [
-    ("sparse rate 1", ["--fc_update", "sparse", "--sample_rate", "1.0"]),
+    ("sparse rate 1", ["--fc_update", "sparse", "--sample_rate", "1.0", "--margin_grad", "analytic"]),
     ("sparse rate 0.3 dropout", ["--fc_update", "sparse", "--sample_rate", "0.3", "--dropout", "0.2"]),
     ("dense rate 1 arcface_torch", ["--fc_update", "dense", "--sample_rate", "1.0", "--margin_grad", "arcface_torch"]),
     ("dense rate 0.3 acc 2", ["--fc_update", "dense", "--sample_rate", "0.3", "--gradient_acc", "2",
