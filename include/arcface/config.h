@@ -50,6 +50,7 @@ typedef struct {
     /* layout and threads */
     int ps;                       /* parameter-server ranks */
     int threads;                  /* compute threads per worker (0: OpenMP default) */
+    int64_t msg_chunk_bytes;      /* largest MPI message between workers and servers (core/transport.c) */
     /* output, checkpoints, logging, evaluation */
     char output[AF_CFG_STR];
     int frequent;
