@@ -23,6 +23,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "arcface/config.h"
+#include "arcface/ctx.h"
 #include "arcface/msg.h"
 
 /* Raw bulk chunks of split requests / replies. */
@@ -82,5 +84,14 @@ af_status af_link_finish_reply(af_link *l);
  * is received: a split message claiming more than max_ids / max_bulk is
  * refused (AF_ERR_PROTO, *from set). poll as in af_msg_recv_poll. */
 af_status af_link_recv(af_link *l, int source, int tag, int *from, af_msg_poll_fn poll, void *user);
+
+/* Start-up capacity check (core/capacity.c), collective over ctx->world:
+ * every rank adds up what its role must hold (a server its shard and message
+ * buffers, a worker its logits B_global x K/W, centre slice and buffers) and
+ * compares it with its address-space limit, the MemAvailable of its node (the
+ * sum over the ranks there) and the int ranges of MPI counts and fc kernels.
+ * If any rank does not fit, every rank returns AF_ERR_ARG with that rank's
+ * message, naming the quantity, its size and what to change. */
+af_status af_check_capacity(const af_ctx *ctx, const af_config *cfg);
 
 #endif
