@@ -23,13 +23,6 @@ typedef struct {
     const char *fix;   /* what to change */
 } need;
 
-/* A link's buffers (core/transport.c: af_link_init). */
-static double link_bytes(double max_inline, double max_ids, double max_bulk, double chunk)
-{
-    double cap = max_inline < chunk ? max_inline : chunk;
-    return cap + cap + 8 * max_ids + 65536 + (max_inline > chunk ? max_bulk : 0);
-}
-
 static const char *human(double b, char *buf, size_t n)
 {
     const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
@@ -74,7 +67,8 @@ static int rank_needs(const af_ctx *c, const af_config *cfg, need *nd, char *bad
         if (P) {
             double rows = (double)(K < count ? K : count), inl = 4096 + rows * (12 + 4 * D);
             nd[n++] = (need){"the server's message buffers and reply rows",
-                             link_bytes(inl, rows, rows * (8 + 4 * D), chunk) + link_bytes(inl, 16, rows * 4 * D, chunk) +
+                             af_link_bytes(AF_LINK_RECV_REQUESTS, chunk, inl, rows, rows * (8 + 4 * D)) +
+                                 af_link_bytes(AF_LINK_SEND, chunk, inl, 16, rows * 4 * D) +
                                  rows * 4 * D,
                              "add servers (ps), or lower sample_rate or msg_chunk_bytes"};
         }
@@ -89,7 +83,8 @@ static int rank_needs(const af_ctx *c, const af_config *cfg, need *nd, char *bad
         for (int p = 0; p < P; p++) {
             double cnt = (double)af_ctx_server_count(c, p), rows = cnt < slice ? cnt : slice;
             double inl = 4096 + rows * (12 + 4 * D), bulk = rows * (8 + 4 * D);
-            links += link_bytes(inl, 16, bulk, chunk) + link_bytes(inl, rows, bulk, chunk);
+            links += af_link_bytes(AF_LINK_RECV_REPLIES, chunk, inl, 16, bulk) +
+                     af_link_bytes(AF_LINK_SEND, chunk, inl, rows, bulk);
         }
         if (P) nd[n++] = (need){"the worker's message buffers", links, "add workers, or lower sample_rate or msg_chunk_bytes"};
         if (slice > INT_MAX && !*bad)

@@ -14,7 +14,26 @@ static int bulk_tag(int tag) { return tag == AF_TAG_REPLY ? AF_TAG_BULK_REPLY : 
 
 static size_t nchunks(size_t bytes, size_t chunk) { return (bytes + chunk - 1) / chunk; }
 
-af_status af_link_init(af_link *l, MPI_Comm comm, size_t chunk, size_t max_inline, size_t max_ids, size_t max_bulk)
+/* Wire buffer and arena of a link; the buffer never exceeds one chunk, as
+ * nothing larger travels inline. */
+static void link_sizes(af_link_use use, double chunk, double max_inline, double max_ids, double max_bulk,
+                       double *cap, double *arena)
+{
+    *cap = max_inline < chunk ? max_inline : chunk;
+    *arena = 65536;
+    if (use != AF_LINK_SEND) *arena += *cap + 8 * max_ids;
+    if (use == AF_LINK_RECV_REQUESTS && max_inline > chunk) *arena += max_bulk;
+}
+
+double af_link_bytes(af_link_use use, double chunk, double max_inline, double max_ids, double max_bulk)
+{
+    double cap, arena;
+    link_sizes(use, chunk, max_inline, max_ids, max_bulk, &cap, &arena);
+    return cap + arena + sizeof(MPI_Request) * (3 + 8 * max_ids / chunk + max_bulk / chunk);
+}
+
+af_status af_link_init(af_link *l, MPI_Comm comm, af_link_use use, size_t chunk, size_t max_inline, size_t max_ids,
+                       size_t max_bulk)
 {
     memset(l, 0, sizeof *l);
     if (chunk < (size_t)AF_CHUNK_MIN || chunk > (size_t)INT_MAX)
@@ -23,10 +42,9 @@ af_status af_link_init(af_link *l, MPI_Comm comm, size_t chunk, size_t max_inlin
     l->comm = comm;
     l->chunk = chunk;
     l->peer = -1;
-    /* An inline message is at most one chunk; a split one is received into
-     * the arena (server side), so the arena holds either. */
-    size_t cap = max_inline < chunk ? max_inline : chunk;
-    size_t arena = cap + 8 * max_ids + 65536 + (max_inline > chunk ? max_bulk : 0);
+    double capd, arenad;
+    link_sizes(use, (double)chunk, (double)max_inline, (double)max_ids, (double)max_bulk, &capd, &arenad);
+    size_t cap = (size_t)capd, arena = (size_t)arenad;
     af_status st = af_msgbuf_init_sized(&l->mb, cap, arena);
     if (st) return st;
     l->max_req = (int)(1 + nchunks(8 * max_ids, chunk) + nchunks(max_bulk, chunk) + 2);

@@ -145,8 +145,9 @@ af_status af_server_run(const af_ctx *ctx, const af_config *cfg, af_ps_shard *s,
     size_t cap = 4096 + (size_t)sv.max_rows * (12 + sizeof(float) * s->D);
     af_status st;
     size_t rows = (size_t)sv.max_rows, chunk = (size_t)cfg->msg_chunk_bytes;
-    if ((st = af_link_init(&sv.in, ctx->world, chunk, cap, rows, rows * (8 + sizeof(float) * s->D))) ||
-        (st = af_link_init(&sv.out, ctx->world, chunk, cap, 16, rows * sizeof(float) * s->D)))
+    if ((st = af_link_init(&sv.in, ctx->world, AF_LINK_RECV_REQUESTS, chunk, cap, rows,
+                           rows * (8 + sizeof(float) * s->D))) ||
+        (st = af_link_init(&sv.out, ctx->world, AF_LINK_SEND, chunk, cap, 16, rows * sizeof(float) * s->D)))
         goto done;
     sv.rows = af_malloc(sizeof(float) * (size_t)(sv.max_rows ? sv.max_rows : 1) * s->D, "pull reply rows");
     sv.seen = af_calloc(nw, 1, "worker phase flags");

@@ -138,8 +138,9 @@ af_status af_worker_init(af_worker *w, const af_ctx *ctx, const af_config *cfg, 
             size_t cap = 4096 + (size_t)rows * (12 + sizeof(float) * w->D);
             size_t bulk = (size_t)rows * (8 + sizeof(float) * w->D);
             if (cap > largest) largest = cap;
-            if ((st = af_link_init(&w->rx[p], ctx->world, (size_t)cfg->msg_chunk_bytes, cap, 16, bulk)) ||
-                (st = af_link_init(&w->tx[p], ctx->world, (size_t)cfg->msg_chunk_bytes, cap, (size_t)rows, bulk)))
+            size_t chunk = (size_t)cfg->msg_chunk_bytes;
+            if ((st = af_link_init(&w->rx[p], ctx->world, AF_LINK_RECV_REPLIES, chunk, cap, 16, bulk)) ||
+                (st = af_link_init(&w->tx[p], ctx->world, AF_LINK_SEND, chunk, cap, (size_t)rows, bulk)))
                 goto fail;
         }
         /* Said once, so a log shows which path the bulk takes (tests check it). */

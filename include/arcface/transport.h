@@ -51,10 +51,19 @@ typedef struct {
     int last_split;        /* the last message sent went split */
 } af_link;
 
+/* What a link does, which sizes its unpack arena: a link that only sends
+ * needs none; one that receives replies (their split bulk lands in the
+ * caller's rows) needs room for an inline message; one that receives split
+ * requests also holds their bulk. */
+typedef enum { AF_LINK_SEND, AF_LINK_RECV_REPLIES, AF_LINK_RECV_REQUESTS } af_link_use;
+
 /* max_inline: the largest whole Envelope this link carries (before
  * splitting); max_ids: the most class ids in one message; max_bulk: the most
  * bulk bytes (ids + rows) in one message. */
-af_status af_link_init(af_link *l, MPI_Comm comm, size_t chunk, size_t max_inline, size_t max_ids, size_t max_bulk);
+af_status af_link_init(af_link *l, MPI_Comm comm, af_link_use use, size_t chunk, size_t max_inline, size_t max_ids,
+                       size_t max_bulk);
+/* The bytes af_link_init allocates (for the start-up capacity check). */
+double af_link_bytes(af_link_use use, double chunk, double max_inline, double max_ids, double max_bulk);
 void af_link_free(af_link *l);
 
 /* 1 if env (its bulk fields set) would travel split at this chunk limit. */
