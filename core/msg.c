@@ -144,9 +144,16 @@ af_status af_msg_recv_poll(MPI_Comm comm, int source, int tag, af_msgbuf *m, int
     *from = s.MPI_SOURCE;
     m->env = NULL;
     if ((size_t)count > m->cap) {
-        /* Consume it without a buffer that large: a truncating receive
-         * (MPI_ERRORS_RETURN is set on our communicators) drops the rest. */
-        MPI_Recv(m->buf, m->cap < INT_MAX ? (int)m->cap : INT_MAX, MPI_BYTE, s.MPI_SOURCE, tag, comm, MPI_STATUS_IGNORE); /* truncates by design */
+        /* Consumed into a scratch buffer of its own size, freed at once: a
+         * truncating receive is not safe, Open MPI's single-copy (CMA) path
+         * writes the whole message past the buffer (heap corruption, seen with
+         * a 4 MiB message into a 6 KiB buffer). Only on this error path. */
+        void *scratch = malloc((size_t)count);
+        if (!scratch)
+            return af_errorf(AF_ERR_PROTO, "message from rank %d is %d bytes, more than the %zu-byte limit (and no "
+                             "memory to discard it)", s.MPI_SOURCE, count, m->cap);
+        MPI_Recv(scratch, count, MPI_BYTE, s.MPI_SOURCE, tag, comm, MPI_STATUS_IGNORE);
+        free(scratch);
         return af_errorf(AF_ERR_PROTO, "message from rank %d is %d bytes, more than the %zu-byte limit", s.MPI_SOURCE,
                          count, m->cap);
     }
