@@ -7,6 +7,7 @@
  * values allowed. Each key remembers where it was last set (file:line), so a
  * check at start can name the line to fix. */
 #include "arcface/config.h"
+#include "arcface/transport.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -40,7 +41,7 @@ static const key_def keys[] = {
     K(optimizer, T_STR), K(num_epoch, T_INT), K(warmup_epoch, T_INT), K(gradient_acc, T_INT),
     K(max_steps, T_I64), K(seed, T_U64),
     K(rec, T_STR), K(flip, T_BOOL), K(skip_corrupt, T_BOOL), K(loader_threads, T_INT),
-    K(ps, T_INT), K(threads, T_INT), K(precision, T_STR), K(fp16, T_BOOL),
+    K(ps, T_INT), K(threads, T_INT), K(precision, T_STR), K(fp16, T_BOOL), K(msg_chunk_bytes, T_I64),
     K(output, T_STR), K(frequent, T_INT), K(profile, T_BOOL), K(save_every, T_INT), K(keep_checkpoints, T_INT),
     K(resume, T_STR), K(resume_allow_changes, T_STR), K(verbose, T_INT), K(val_targets, T_STR), K(init_from, T_STR),
 };
@@ -69,6 +70,7 @@ void af_config_defaults(af_config *c)
     c->flip = 1;
     c->loader_threads = 2;
     c->ps = 1;
+    c->msg_chunk_bytes = AF_CHUNK_DEFAULT;
     snprintf(c->output, sizeof c->output, "work_dirs/arcface");
     c->frequent = 10;
     c->keep_checkpoints = 3;
@@ -489,6 +491,9 @@ af_status af_config_check(const af_config *c)
     REQUIRE(!strcmp(c->fc_update, "sparse") || !strcmp(c->fc_update, "dense"), "fc_update",
             "must be 'sparse' or 'dense', got '%s'", c->fc_update);
     REQUIRE(c->num_classes >= 0, "num_classes", "must be >= 0 (0: from the dataset), got %lld", (long long)c->num_classes);
+    REQUIRE(c->msg_chunk_bytes >= AF_CHUNK_MIN && c->msg_chunk_bytes <= AF_CHUNK_DEFAULT, "msg_chunk_bytes",
+            "must be in [%lld, %lld] (one MPI message), got %lld", (long long)AF_CHUNK_MIN, (long long)AF_CHUNK_DEFAULT,
+            (long long)c->msg_chunk_bytes);
     REQUIRE(c->batch_size >= 1, "batch_size", "must be >= 1, got %d", c->batch_size);
     REQUIRE(c->lr >= 0, "lr", "must be >= 0, got %g", c->lr);
     REQUIRE(c->momentum >= 0 && c->momentum < 1, "momentum", "must be in [0, 1), got %g", c->momentum);

@@ -1,6 +1,7 @@
 /* Envelope transport over MPI with checked decoding (include/arcface/msg.h). */
 #include "arcface/msg.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -16,13 +17,20 @@ static void *arena_alloc(void *data, size_t size)
 
 static void arena_free(void *data, void *p) { (void)data; (void)p; }
 
+void *af_msgbuf_alloc(af_msgbuf *m, size_t size) { return arena_alloc(m, size); }
+
 af_status af_msgbuf_init(af_msgbuf *m, size_t cap, size_t max_ids)
+{
+    /* Unpacked: the payload bytes (<= cap), every id as an int64 (a varint on
+     * the wire may be a single byte), and the message structs. */
+    return af_msgbuf_init_sized(m, cap, cap + 8 * max_ids + 65536);
+}
+
+af_status af_msgbuf_init_sized(af_msgbuf *m, size_t cap, size_t arena_cap)
 {
     memset(m, 0, sizeof *m);
     m->cap = cap;
-    /* Unpacked: the payload bytes (<= cap), every id as an int64 (a varint on
-     * the wire may be a single byte), and the message structs. */
-    m->arena_cap = cap + 8 * max_ids + 65536;
+    m->arena_cap = arena_cap;
     m->buf = af_malloc(cap, "message buffer");
     m->arena = af_malloc(m->arena_cap, "message unpack arena");
     if (!m->buf || !m->arena) {
@@ -73,6 +81,9 @@ af_status af_msg_send(MPI_Comm comm, int dest, int tag, Arcface__Envelope *env, 
     size_t len = 0;
     af_status st = af_msg_pack(env, m, &len);
     if (st) return st;
+    if (len > INT_MAX)
+        return af_errorf(AF_ERR_PROTO, "%s message of %zu bytes to rank %d is more than one MPI call carries (%d); "
+                         "bulk messages go through core/transport.c", af_msg_type_name(env), len, dest, INT_MAX);
     int rc = MPI_Send(m->buf, (int)len, MPI_BYTE, dest, tag, comm);
     if (rc != MPI_SUCCESS)
         return af_errorf(AF_ERR_MPI, "sending %s message to rank %d failed (MPI code %d)", af_msg_type_name(env), dest, rc);
@@ -133,9 +144,16 @@ af_status af_msg_recv_poll(MPI_Comm comm, int source, int tag, af_msgbuf *m, int
     *from = s.MPI_SOURCE;
     m->env = NULL;
     if ((size_t)count > m->cap) {
-        /* Consume it without a buffer that large: a truncating receive
-         * (MPI_ERRORS_RETURN is set on our communicators) drops the rest. */
-        MPI_Recv(m->buf, (int)m->cap, MPI_BYTE, s.MPI_SOURCE, tag, comm, MPI_STATUS_IGNORE); /* truncates by design */
+        /* Consumed into a scratch buffer of its own size, freed at once: a
+         * truncating receive is not safe, Open MPI's single-copy (CMA) path
+         * writes the whole message past the buffer (heap corruption, seen with
+         * a 4 MiB message into a 6 KiB buffer). Only on this error path. */
+        void *scratch = malloc((size_t)count);
+        if (!scratch)
+            return af_errorf(AF_ERR_PROTO, "message from rank %d is %d bytes, more than the %zu-byte limit (and no "
+                             "memory to discard it)", s.MPI_SOURCE, count, m->cap);
+        MPI_Recv(scratch, count, MPI_BYTE, s.MPI_SOURCE, tag, comm, MPI_STATUS_IGNORE);
+        free(scratch);
         return af_errorf(AF_ERR_PROTO, "message from rank %d is %d bytes, more than the %zu-byte limit", s.MPI_SOURCE,
                          count, m->cap);
     }

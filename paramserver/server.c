@@ -24,11 +24,12 @@
 
 #include "arcface/msg.h"
 #include "arcface/paramserver.h"
+#include "arcface/transport.h"
 
 typedef struct {
     const af_ctx *ctx;
     af_ps_shard *s;
-    af_msgbuf in, out;
+    af_link in, out;      /* requests from any worker; replies (core/transport.c) */
     float *rows;          /* (max_rows, D) gather buffer for replies */
     int64_t max_rows;
     char *seen;           /* (W) which workers this phase has heard from */
@@ -56,7 +57,7 @@ static af_status poll_signal(void *user)
 
 static af_status recv_request(server *sv, int source, int *from)
 {
-    return af_msg_recv_poll(sv->ctx->world, source, AF_TAG_REQUEST, &sv->in, from, poll_signal, sv);
+    return af_link_recv(&sv->in, source, AF_TAG_REQUEST, from, poll_signal, sv);
 }
 
 static void reply_error(server *sv, int to, const char *msg)
@@ -67,7 +68,7 @@ static void reply_error(server *sv, int to, const char *msg)
     Arcface__Envelope env = ARCFACE__ENVELOPE__INIT;
     env.body_case = ARCFACE__ENVELOPE__BODY_ERROR;
     env.error = &er;
-    if (af_msg_send(sv->ctx->world, to, AF_TAG_REPLY, &env, &sv->out))
+    if (af_link_send(&sv->out, to, AF_TAG_REPLY, &env))
         fprintf(stderr, "server rank %d: could not send an error reply to rank %d: %s\n", sv->ctx->rank, to, af_errmsg());
 }
 
@@ -76,7 +77,7 @@ static int is_worker(const server *sv, int from) { return from >= 0 && from < sv
 /* Answers one pull; AF_ERR_PROTO (already replied to) for a bad one. */
 static af_status handle_pull(server *sv, int from, int64_t t)
 {
-    const Arcface__PullRequest *p = sv->in.env->pull;
+    const Arcface__PullRequest *p = sv->in.mb.env->pull;
     char msg[512];
     if (p->step != t) {
         snprintf(msg, sizeof msg, "pull from rank %d is for micro-step %lld, the server is at %lld", from,
@@ -101,7 +102,7 @@ static af_status handle_pull(server *sv, int from, int64_t t)
     Arcface__Envelope env = ARCFACE__ENVELOPE__INIT;
     env.body_case = ARCFACE__ENVELOPE__BODY_PULL_REPLY;
     env.pull_reply = &r;
-    return af_msg_send(sv->ctx->world, from, AF_TAG_REPLY, &env, &sv->out);
+    return af_link_send(&sv->out, from, AF_TAG_REPLY, &env);
 bad:
     reply_error(sv, from, msg);
     return af_errorf(AF_ERR_PROTO, "%s", msg);
@@ -109,7 +110,7 @@ bad:
 
 static af_status handle_push(server *sv, int from, int64_t t)
 {
-    const Arcface__PushRequest *p = sv->in.env->push;
+    const Arcface__PushRequest *p = sv->in.mb.env->push;
     char msg[512];
     size_t n = p->n_class_ids;
     if (p->step != t) {
@@ -143,7 +144,11 @@ af_status af_server_run(const af_ctx *ctx, const af_config *cfg, af_ps_shard *s,
     sv.max_rows = s->max_touched < s->count ? s->max_touched : s->count;
     size_t cap = 4096 + (size_t)sv.max_rows * (12 + sizeof(float) * s->D);
     af_status st;
-    if ((st = af_msgbuf_init(&sv.in, cap, (size_t)sv.max_rows)) || (st = af_msgbuf_init(&sv.out, cap, 16))) goto done;
+    size_t rows = (size_t)sv.max_rows, chunk = (size_t)cfg->msg_chunk_bytes;
+    if ((st = af_link_init(&sv.in, ctx->world, AF_LINK_RECV_REQUESTS, chunk, cap, rows,
+                           rows * (8 + sizeof(float) * s->D))) ||
+        (st = af_link_init(&sv.out, ctx->world, AF_LINK_SEND, chunk, cap, 16, rows * sizeof(float) * s->D)))
+        goto done;
     sv.rows = af_malloc(sizeof(float) * (size_t)(sv.max_rows ? sv.max_rows : 1) * s->D, "pull reply rows");
     sv.seen = af_calloc(nw, 1, "worker phase flags");
     sv.stop_req = af_malloc(sizeof(MPI_Request) * nw, "signal forwarding requests");
@@ -164,7 +169,7 @@ af_status af_server_run(const af_ctx *ctx, const af_config *cfg, af_ps_shard *s,
                     if (!is_worker(&sv, from)) continue;
                     goto done; /* maybe a push or commit, which nobody resends */
                 }
-                Arcface__Envelope *env = sv.in.env;
+                Arcface__Envelope *env = sv.in.mb.env;
                 if (m == 0 && from == 0 && env->body_case == ARCFACE__ENVELOPE__BODY_SHUTDOWN) {
                     if (got == 0) {
                         st = env->shutdown->interrupted ? AF_ERR_INTERRUPTED : AF_OK;
@@ -210,7 +215,7 @@ af_status af_server_run(const af_ctx *ctx, const af_config *cfg, af_ps_shard *s,
                     if (!is_worker(&sv, from)) continue;
                     goto done; /* a push or commit nobody will resend */
                 }
-                Arcface__Envelope *env = sv.in.env;
+                Arcface__Envelope *env = sv.in.mb.env;
                 if (!is_worker(&sv, from) || env->body_case != ARCFACE__ENVELOPE__BODY_PUSH || sv.seen[from]) {
                     char msg[256];
                     snprintf(msg, sizeof msg, "unexpected %s message from rank %d while waiting for the pushes of "
@@ -235,7 +240,7 @@ af_status af_server_run(const af_ctx *ctx, const af_config *cfg, af_ps_shard *s,
                 if (!is_worker(&sv, from)) continue;
                 goto done; /* a push or commit nobody will resend */
             }
-            Arcface__Envelope *env = sv.in.env;
+            Arcface__Envelope *env = sv.in.mb.env;
             if (env->body_case == ARCFACE__ENVELOPE__BODY_COMMIT && env->commit->opt_step == opt &&
                 env->commit->pushes_per_worker == acc) {
                 if ((st = af_ctx_fault(ctx, "commit", opt))) goto done;
@@ -259,8 +264,8 @@ done:
     if (st && st != AF_ERR_INTERRUPTED) af_error_wrap(st, "parameter server %d (rank %d)", ctx->server_rank, ctx->rank);
     for (size_t w = 0; sv.stop_req && w < nw; w++)
         if (sv.stop_req[w] != MPI_REQUEST_NULL) MPI_Request_free(&sv.stop_req[w]);
-    af_msgbuf_free(&sv.in);
-    af_msgbuf_free(&sv.out);
+    af_link_free(&sv.in);
+    af_link_free(&sv.out);
     free(sv.rows);
     free(sv.seen);
     free(sv.stop_req);

@@ -22,6 +22,7 @@
 #include "arcface/paramserver.h"
 #include "arcface/state.h"
 #include "arcface/trainer.h"
+#include "arcface/transport.h"
 #include "arcface/valset.h"
 #include "arcface/worker.h"
 #include "resume.h"
@@ -520,7 +521,12 @@ af_status af_trainer_run(const af_config *cfg, MPI_Comm world, af_trainer_outcom
         st = af_ckpt_find(&j->ctx, &j->cfg, j->resume_path, sizeof j->resume_path, &j->resume, &j->info);
         if (!st && j->resume) st = af_resume_check(&j->info, &j->cfg, &j->ctx, j->resume_path, rank == 0);
     }
-    if (!cst) st = af_ctx_agree(&j->ctx, st);
+    if (!cst) {
+        /* Before anything large is allocated: a job that cannot fit fails now, on every rank. */
+        af_status cap = af_check_capacity(&j->ctx, &j->cfg);
+        if (!st) st = cap;
+        st = af_ctx_agree(&j->ctx, st);
+    }
     if (!st && rank == 0) st = prepare_output(j);
     /* Every rank agrees, including one whose own step above failed: a rank that
      * skipped this while the others waited in it would hang the job. */

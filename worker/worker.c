@@ -128,19 +128,26 @@ af_status af_worker_init(af_worker *w, const af_ctx *ctx, const af_config *cfg, 
         if ((st = af_ps_shard_init(&w->local, 0, C, w->D, touch < C ? touch : C, cfg))) goto fail;
         af_ps_shard_init_weights(&w->local, cfg->seed);
     } else {
-        w->rx = af_calloc((size_t)w->P, sizeof *w->rx, "reply buffers");
-        w->tx = af_calloc((size_t)w->P, sizeof *w->tx, "request buffers");
-        w->rx_req = af_malloc(sizeof(MPI_Request) * w->P, "reply requests");
-        w->tx_req = af_malloc(sizeof(MPI_Request) * w->P, "request requests");
+        w->rx = af_calloc((size_t)w->P, sizeof *w->rx, "reply links");
+        w->tx = af_calloc((size_t)w->P, sizeof *w->tx, "request links");
         w->srv_lo = af_malloc(sizeof(int64_t) * w->P, "server ranges");
         w->srv_hi = af_malloc(sizeof(int64_t) * w->P, "server ranges");
-        if (!w->rx || !w->tx || !w->rx_req || !w->tx_req || !w->srv_lo || !w->srv_hi) { st = AF_ERR_NOMEM; goto fail; }
+        if (!w->rx || !w->tx || !w->srv_lo || !w->srv_hi) { st = AF_ERR_NOMEM; goto fail; }
+        size_t largest = 0;
         for (int p = 0; p < w->P; p++) {
             int64_t cnt = af_ctx_server_count(ctx, p), rows = cnt < w->max_slice ? cnt : w->max_slice;
             size_t cap = 4096 + (size_t)rows * (12 + sizeof(float) * w->D);
-            if ((st = af_msgbuf_init(&w->rx[p], cap, 16)) || (st = af_msgbuf_init(&w->tx[p], cap, 16))) goto fail;
-            w->rx_req[p] = w->tx_req[p] = MPI_REQUEST_NULL;
+            size_t bulk = (size_t)rows * (8 + sizeof(float) * w->D);
+            if (cap > largest) largest = cap;
+            size_t chunk = (size_t)cfg->msg_chunk_bytes;
+            if ((st = af_link_init(&w->rx[p], ctx->world, AF_LINK_RECV_REPLIES, chunk, cap, 16, bulk)) ||
+                (st = af_link_init(&w->tx[p], ctx->world, AF_LINK_SEND, chunk, cap, (size_t)rows, bulk)))
+                goto fail;
         }
+        /* Said once, so a log shows which path the bulk takes (tests check it). */
+        if (ctx->worker_rank == 0 && largest > (size_t)cfg->msg_chunk_bytes)
+            printf("transport: messages of up to %zu bytes between a worker and a server go split into chunks of at "
+                   "most %lld bytes (msg_chunk_bytes)\n", largest, (long long)cfg->msg_chunk_bytes);
         if ((st = af_msgbuf_init(&w->ctl, 4096, 16))) goto fail;
     }
     w->bucket_floats = BUCKET_FLOATS;
@@ -192,10 +199,10 @@ void af_worker_free(af_worker *w)
     af_pfc_global_free(&w->pfc);
     af_fc_ws_free(&w->fcws);
     af_ps_shard_free(&w->local);
-    for (int p = 0; p < w->P && w->rx; p++) af_msgbuf_free(&w->rx[p]);
-    for (int p = 0; p < w->P && w->tx; p++) af_msgbuf_free(&w->tx[p]);
+    for (int p = 0; p < w->P && w->rx; p++) af_link_free(&w->rx[p]);
+    for (int p = 0; p < w->P && w->tx; p++) af_link_free(&w->tx[p]);
     af_msgbuf_free(&w->ctl);
-    free(w->rx); free(w->tx); free(w->rx_req); free(w->tx_req); free(w->srv_lo); free(w->srv_hi);
+    free(w->rx); free(w->tx); free(w->srv_lo); free(w->srv_hi);
     free(w->images); free(w->labels); free(w->labels_g); free(w->wslice); free(w->dwslice);
     free(w->slice_labels); free(w->X); free(w->dX); free(w->dx_local); free(w->bucket_req);
     memset(w, 0, sizeof *w);
@@ -207,6 +214,21 @@ static af_status mpi_check(int rc, const af_worker *w, const char *what)
     return af_errorf(AF_ERR_MPI, "worker %d: %s failed (MPI code %d)", w->ctx->rank, what, rc);
 }
 
+/* The size a pull reply of n rows will have on the wire, to know before
+ * asking whether it will come split (then its rows land in dst directly). */
+static int reply_splits(af_worker *w, int p, int64_t t, int64_t n)
+{
+    Arcface__PullReply r = ARCFACE__PULL_REPLY__INIT;
+    r.step = t;
+    r.count = n;
+    r.dim = w->D;
+    r.data.len = sizeof(float) * (size_t)n * w->D;
+    Arcface__Envelope env = ARCFACE__ENVELOPE__INIT;
+    env.body_case = ARCFACE__ENVELOPE__BODY_PULL_REPLY;
+    env.pull_reply = &r;
+    return af_link_splits(&w->rx[p], &env);
+}
+
 /* Posts the reply receives, then the pull requests, one per server. */
 static af_status post_pulls(af_worker *w, int64_t t)
 {
@@ -215,52 +237,53 @@ static af_status post_pulls(af_worker *w, int64_t t)
         int64_t s0 = af_ctx_server_start(w->ctx, p), s1 = s0 + af_ctx_server_count(w->ctx, p);
         w->srv_lo[p] = lower_bound(ids, w->lo, w->hi, s0);
         w->srv_hi[p] = lower_bound(ids, w->srv_lo[p], w->hi, s1);
+        int64_t n = w->srv_hi[p] - w->srv_lo[p];
         int srv = af_ctx_server_world_rank(w->ctx, p);
-        af_status st = mpi_check(MPI_Irecv(w->rx[p].buf, (int)w->rx[p].cap, MPI_BYTE, srv, AF_TAG_REPLY,
-                                           w->ctx->world, &w->rx_req[p]), w, "posting a pull reply receive");
-        if (st) return st;
+        float *dst = w->wslice + (size_t)(w->srv_lo[p] - w->lo) * w->D;
+        size_t bulk = reply_splits(w, p, t, n) ? sizeof(float) * (size_t)n * w->D : 0;
+        af_status st = af_link_post_reply(&w->rx[p], srv, AF_TAG_REPLY, dst, bulk);
+        if (st) return af_error_wrap(st, "worker %d: posting the pull reply of micro-step %lld", w->ctx->rank, (long long)t);
         Arcface__PullRequest pr = ARCFACE__PULL_REQUEST__INIT;
         pr.step = t;
-        pr.n_class_ids = (size_t)(w->srv_hi[p] - w->srv_lo[p]);
+        pr.n_class_ids = (size_t)n;
         pr.class_ids = (int64_t *)ids + w->srv_lo[p];
         Arcface__Envelope env = ARCFACE__ENVELOPE__INIT;
         env.body_case = ARCFACE__ENVELOPE__BODY_PULL;
         env.pull = &pr;
-        size_t len;
-        if ((st = af_msg_pack(&env, &w->tx[p], &len))) return st;
-        w->msg_header_bytes += len;
-        if ((st = mpi_check(MPI_Isend(w->tx[p].buf, (int)len, MPI_BYTE, srv, AF_TAG_REQUEST, w->ctx->world,
-                                      &w->tx_req[p]), w, "sending a pull")))
-            return st;
+        if ((st = af_link_isend(&w->tx[p], srv, AF_TAG_REQUEST, &env)))
+            return af_error_wrap(st, "worker %d: pull of micro-step %lld", w->ctx->rank, (long long)t);
+        /* Class ids count as message overhead, inline or split. */
+        w->msg_header_bytes += w->tx[p].last_wire + (w->tx[p].last_split ? 8 * (size_t)n : 0);
     }
     return AF_OK;
 }
 
 static af_status finish_pulls(af_worker *w, int64_t t)
 {
-    af_status st = mpi_check(MPI_Waitall(w->P, w->tx_req, MPI_STATUSES_IGNORE), w, "waiting for pull sends");
-    if (st) return st;
+    af_status st;
+    for (int p = 0; p < w->P; p++)
+        if ((st = af_link_wait(&w->tx[p], "sending a pull"))) return st;
     for (int p = 0; p < w->P; p++) {
-        MPI_Status s;
-        if ((st = mpi_check(MPI_Wait(&w->rx_req[p], &s), w, "waiting for a pull reply"))) return st;
-        int count, srv = af_ctx_server_world_rank(w->ctx, p);
-        if ((st = mpi_check(MPI_Get_count(&s, MPI_BYTE, &count), w, "the size of a pull reply"))) return st;
-        if ((st = af_msg_unpack(&w->rx[p], (size_t)count, srv))) return st;
-        const Arcface__Envelope *env = w->rx[p].env;
+        int srv = af_ctx_server_world_rank(w->ctx, p);
+        if ((st = af_link_finish_reply(&w->rx[p])))
+            return af_error_wrap(st, "worker %d: pull reply of micro-step %lld", w->ctx->rank, (long long)t);
+        const Arcface__Envelope *env = w->rx[p].mb.env;
         if (env->body_case == ARCFACE__ENVELOPE__BODY_ERROR)
             return af_errorf(AF_ERR_PROTO, "parameter server rank %d refused a request of worker %d: %s", srv,
                              w->ctx->rank, env->error->message);
         int64_t n = w->srv_hi[p] - w->srv_lo[p];
+        size_t bytes = sizeof(float) * (size_t)n * w->D;
+        float *dst = w->wslice + (size_t)(w->srv_lo[p] - w->lo) * w->D;
+        int split = env->bulk_bytes != 0;
         if (env->body_case != ARCFACE__ENVELOPE__BODY_PULL_REPLY || env->pull_reply->step != t ||
             env->pull_reply->count != n || env->pull_reply->dim != w->D ||
-            env->pull_reply->data.len != sizeof(float) * (size_t)n * w->D)
+            env->pull_reply->data.len != (split ? 0 : bytes))
             return af_errorf(AF_ERR_PROTO, "worker %d: bad %s message from server rank %d for micro-step %lld "
                              "(expected a pull_reply of %lld rows of dimension %d)", w->ctx->rank,
                              af_msg_type_name(env), srv, (long long)t, (long long)n, w->D);
-        memcpy(w->wslice + (size_t)(w->srv_lo[p] - w->lo) * w->D, env->pull_reply->data.data,
-               env->pull_reply->data.len);
-        w->bytes_pulled += env->pull_reply->data.len;
-        w->msg_header_bytes += (size_t)count - env->pull_reply->data.len;
+        if (!split) memcpy(dst, env->pull_reply->data.data, bytes); /* split: already in dst */
+        w->bytes_pulled += bytes;
+        w->msg_header_bytes += w->rx[p].last_wire - (split ? 0 : bytes);
     }
     return AF_OK;
 }
@@ -282,14 +305,11 @@ static af_status post_pushes(af_worker *w, int64_t t)
         Arcface__Envelope env = ARCFACE__ENVELOPE__INIT;
         env.body_case = ARCFACE__ENVELOPE__BODY_PUSH;
         env.push = &pr;
-        size_t len;
-        af_status st = af_msg_pack(&env, &w->tx[p], &len);
-        if (st) return st;
+        af_status st = af_link_isend(&w->tx[p], af_ctx_server_world_rank(w->ctx, p), AF_TAG_REQUEST, &env);
+        if (st) return af_error_wrap(st, "worker %d: push of micro-step %lld", w->ctx->rank, (long long)t);
         w->bytes_pushed += pr.data.len;
-        w->msg_header_bytes += len - pr.data.len;
-        if ((st = mpi_check(MPI_Isend(w->tx[p].buf, (int)len, MPI_BYTE, af_ctx_server_world_rank(w->ctx, p),
-                                      AF_TAG_REQUEST, w->ctx->world, &w->tx_req[p]), w, "sending a push")))
-            return st;
+        /* Inline, the wire message holds the rows; split, only the header. */
+        w->msg_header_bytes += w->tx[p].last_split ? w->tx[p].last_wire + 8 * (size_t)n : w->tx[p].last_wire - pr.data.len;
     }
     return AF_OK;
 }
@@ -476,9 +496,8 @@ af_status af_worker_step(af_worker *w, int64_t opt_step, float lr, double *loss)
         w->t[AF_T_ALLREDUCE] += MPI_Wtime() - t0;
 
         t0 = MPI_Wtime();
-        if (w->P > 0 &&
-            (st = mpi_check(MPI_Waitall(w->P, w->tx_req, MPI_STATUSES_IGNORE), w, "waiting for push sends")))
-            return st;
+        for (int p = 0; p < w->P; p++)
+            if ((st = af_link_wait(&w->tx[p], "sending a push"))) return st;
         if (w->P > 0 && (st = check_server_errors(w))) return st;
         w->t[AF_T_PUSH_WAIT] += MPI_Wtime() - t0;
     }

@@ -65,6 +65,7 @@ typedef struct {
     int threads;                  /* compute threads per worker (0: OpenMP default) */
     char precision[16];           /* fp32 | bf16 | "" (unset: bf16 when fp16 is true, else fp32) */
     int fp16;                     /* arcface_torch's switch for mixed precision: means bf16 here */
+    int64_t msg_chunk_bytes;      /* largest MPI message between workers and servers (core/transport.c) */
     /* output, checkpoints, logging, evaluation */
     char output[AF_CFG_STR];
     int frequent;

@@ -17,7 +17,8 @@
 #include "arcface.pb-c.h"
 #include "arcface/status.h"
 
-#define AF_PROTOCOL_VERSION 1u
+/* 2: split messages (Envelope.bulk_bytes, include/arcface/transport.h). */
+#define AF_PROTOCOL_VERSION 2u
 #define AF_TAG_REQUEST 7001
 #define AF_TAG_REPLY 7002
 /* Server -> every worker: one int, the number of a signal that reached the
@@ -36,7 +37,12 @@ typedef struct {
 /* cap: the largest wire message accepted or sent; max_ids: the most class ids
  * one message may carry (sizes the unpack arena). */
 af_status af_msgbuf_init(af_msgbuf *m, size_t cap, size_t max_ids);
+/* The same with the wire buffer and the arena sized separately. */
+af_status af_msgbuf_init_sized(af_msgbuf *m, size_t cap, size_t arena_cap);
 void af_msgbuf_free(af_msgbuf *m);
+/* size bytes, 16-byte aligned, from the arena of the current message (NULL
+ * when it is full); freed when the next message is unpacked. */
+void *af_msgbuf_alloc(af_msgbuf *m, size_t size);
 
 /* "pull", "pull_reply", "push", ... or "empty". */
 const char *af_msg_type_name(const Arcface__Envelope *env);

@@ -26,6 +26,7 @@
 #include "arcface/data.h"
 #include "arcface/margin.h"
 #include "arcface/msg.h"
+#include "arcface/transport.h"
 #include "arcface/optim.h"
 #include "arcface/paramserver.h"
 #include "arcface/pfc.h"
@@ -60,8 +61,7 @@ typedef struct af_worker {
     float *X, *dX;             /* (G, D) */
     float *dx_local;           /* (b, D) */
     /* servers (P > 0) or the local shard (P = 0) */
-    af_msgbuf *rx, *tx;        /* (P) reply and request buffers */
-    MPI_Request *rx_req, *tx_req; /* (P) */
+    af_link *rx, *tx;          /* (P) pull replies; pulls and pushes (core/transport.c) */
     af_msgbuf ctl;
     af_ps_shard local;
     /* gradient all-reduce buckets */

@@ -1,7 +1,8 @@
 /* A parameter server fed garbage (run under mpirun -np 2): rank 0 plays a worker
  * that sends a real server (rank 1, af_server_run) undecodable bytes, a truncated
  * protobuf, another protocol version, an oversized message, unexpected types, a
- * second pull, out-of-range class ids and payloads of the wrong size. Each must be
+ * second pull, out-of-range class ids, payloads of the wrong size and split-message
+ * headers (core/transport.c) whose bulk claim is impossible. Each must be
  * answered with an ErrorReply naming the problem, and the shard must be intact:
  * a valid pull afterwards returns exactly the initial rows, and after a valid
  * push + commit exactly the SGD update a local shard computes.
@@ -18,6 +19,7 @@
 
 #include "arcface/msg.h"
 #include "arcface/paramserver.h"
+#include "arcface/transport.h"
 
 enum { C = 50, D = 8, NIDS = 5 };
 static int failures, checks;
@@ -142,6 +144,36 @@ static void worker(void)
     send_raw(big, 1 << 22);
     free(big);
     expect_fatal("oversized message", "limit", 0);
+
+    /* Split messages (core/transport.c): headers whose bulk claims are refused
+     * before any bulk is received, then a valid split pull. */
+    Arcface__StepCommit sc = ARCFACE__STEP_COMMIT__INIT;
+    Arcface__Envelope es = ARCFACE__ENVELOPE__INIT;
+    es.body_case = ARCFACE__ENVELOPE__BODY_COMMIT;
+    es.commit = &sc;
+    es.bulk_bytes = 64;
+    send_env(&es);
+    expect_fatal("commit claiming bulk bytes", "carries no bulk", 0);
+    Arcface__PullRequest sp = ARCFACE__PULL_REQUEST__INIT;
+    es.body_case = ARCFACE__ENVELOPE__BODY_PULL;
+    es.pull = &sp;
+    es.bulk_bytes = (uint64_t)8 << 30;
+    send_env(&es);
+    expect_fatal("split pull of 2^30 ids", "more than this rank accepts", 0);
+    Arcface__PushRequest spu = ARCFACE__PUSH_REQUEST__INIT;
+    spu.dim = D;
+    es.body_case = ARCFACE__ENVELOPE__BODY_PUSH;
+    es.push = &spu;
+    es.bulk_bytes = 8 + 4 * D + 1;
+    send_env(&es);
+    expect_fatal("split push, partial row", "not whole rows", 0);
+    es.body_case = ARCFACE__ENVELOPE__BODY_PULL;
+    es.bulk_bytes = sizeof ids;
+    send_env(&es);
+    MPI_Send(ids, (int)sizeof ids, MPI_BYTE, 1, AF_TAG_BULK_REQUEST, ctx.world);
+    check_rows("valid split pull", &ref, ids, NIDS);
+    pull(0, ids, NIDS);
+    expect_fatal("second pull of a step", "unexpected pull", 0);
 
     Arcface__ErrorReply er = ARCFACE__ERROR_REPLY__INIT;
     er.message = "hello";
