@@ -646,30 +646,3 @@ af_status af_ckpt_load_state(const char *path, const af_state *reg, const af_ckp
     H5Fclose(f);
     return st;
 }
-
-af_status af_ckpt_resolve(const af_config *cfg, char *path, size_t cap, int *found)
-{
-    *found = 0;
-    if (!strcmp(cfg->resume, "none")) return AF_OK;
-    if (strcmp(cfg->resume, "auto")) {
-        if (access(cfg->resume, R_OK))
-            return af_errorf(AF_ERR_IO, "configuration key 'resume': %s: %s", cfg->resume, strerror(errno));
-        snprintf(path, cap, "%s", cfg->resume);
-        *found = 1;
-        return AF_OK;
-    }
-    char latest[AF_CFG_STR + 32], name[512];
-    snprintf(latest, sizeof latest, "%s/checkpoints/latest", cfg->output);
-    FILE *fl = fopen(latest, "r");
-    if (!fl) return AF_OK; /* no checkpoint yet: a fresh start */
-    int ok = fgets(name, sizeof name, fl) != NULL;
-    fclose(fl);
-    name[strcspn(name, "\r\n")] = 0;
-    if (!ok || !name[0] || strchr(name, '/'))
-        return af_errorf(AF_ERR_FORMAT, "%s: expected the file name of the newest checkpoint", latest);
-    snprintf(path, cap, "%s/checkpoints/%s", cfg->output, name);
-    if (access(path, R_OK))
-        return af_errorf(AF_ERR_IO, "%s names %s, which cannot be read: %s", latest, path, strerror(errno));
-    *found = 1;
-    return AF_OK;
-}

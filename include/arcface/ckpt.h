@@ -71,9 +71,5 @@ af_status af_ckpt_read_info(const char *path, af_ckpt_info *info);
  * item on a missing item, a shape that differs, or a dataset in a group of
  * whole items that the registry does not have. */
 af_status af_ckpt_load_state(const char *path, const af_state *reg, const af_ckpt_info *info);
-/* resume = "auto": the checkpoint OUTPUT/checkpoints/latest names, if any
- * (*found = 0 when there is none; a `latest` naming a missing file is an error);
- * "none": *found = 0; anything else: that file, which must exist. */
-af_status af_ckpt_resolve(const af_config *cfg, char *path, size_t cap, int *found);
 
 #endif
