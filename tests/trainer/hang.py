@@ -7,7 +7,10 @@ process is alive). Cases: server rank 3, worker rank 1. The job must end,
 non-zero, within the deadline the firing rank reports plus BOUND s, and the
 message must name the stopped rank ("held up by rank N"). The measured time from
 the SIGSTOP to the end of mpirun is printed. On the old code (no deadline) the
-job waits forever; here it is killed at LIMIT s and the case fails.
+job waits forever; here it is killed at LIMIT s and the case fails
+(AF_HANG_OLD=1 leaves the comm_timeout key out, to run the old binary).
+Also: a start-up error seen by every rank (a missing rec, 3 ranks) is printed
+once, by rank 0, with exit 2 (every rank printed it before).
 usage: hang.py ARCFACE_TRAIN MPIRUN_WORDS_SEPARATED_BY_BAR WORKDIR"""
 import os
 import re
@@ -24,7 +27,9 @@ LIMIT = 90.0   # a job still running this long after the SIGSTOP hangs
 COMMON = ["--network", "fmnist", "--embedding_size", "32", "--num_classes", "97", "--frequent", "1",
           "--loader_threads", "1", "--threads", "1", "--lr", "0.05", "--sample_rate", "0.5", "--batch_size", "6",
           "--ps", "2", "--save_every", "2", "--resume", "none", "--max_steps", "100000",
-          "--comm_timeout", str(T), "--rec", "synthetic:ids=97,per_id=4,size=28,channels=1,seed=9"]
+          "--rec", "synthetic:ids=97,per_id=4,size=28,channels=1,seed=9"]
+if os.environ.get("AF_HANG_OLD") != "1":
+    COMMON += ["--comm_timeout", str(T)]
 failures = 0
 
 
@@ -102,10 +107,21 @@ def stop_case(role, rank):
     print(f"| SIGSTOP {role} rank {rank} | {rc} | {dt:.2f} |", flush=True)
 
 
+def startup_once():
+    out = os.path.join(WORK, "startup_once")
+    r = subprocess.run(MPIRUN + ["-np", "3", BIN] + COMMON + ["--ps", "1", "--rec", os.path.join(WORK, "missing.rec"),
+                                                             "--output", out, "--max_steps", "1"],
+                       capture_output=True, text=True, timeout=60)
+    errs = [l for l in (r.stdout + r.stderr).splitlines() if "error:" in l]
+    ok = r.returncode == 2 and len(errs) == 1 and "rank 0:" in errs[0] and "missing.rec" in errs[0]
+    check(ok, f"a missing rec, 3 ranks: exit {r.returncode}, {len(errs)} error line(s) (want 1, from rank 0): {errs}")
+
+
 def main():
     os.makedirs(WORK, exist_ok=True)
     stop_case("server", 3)
     stop_case("worker", 1)
+    startup_once()
     print(f"{failures} failed")
     return 1 if failures else 0
 
