@@ -23,7 +23,7 @@ import time
 BIN, MPIRUN, WORK = sys.argv[1], sys.argv[2].split("|"), sys.argv[3]
 T = 6.0        # comm_timeout, s
 BOUND = 6.0    # from the deadline to the end of the whole job (mpirun's clean-up ~2 s), s
-LIMIT = 90.0   # a job still running this long after the SIGSTOP hangs
+LIMIT = float(os.environ.get("AF_HANG_LIMIT", "90"))   # a job still running this long after the SIGSTOP hangs
 COMMON = ["--network", "fmnist", "--embedding_size", "32", "--num_classes", "97", "--frequent", "1",
           "--loader_threads", "1", "--threads", "1", "--lr", "0.05", "--sample_rate", "0.5", "--batch_size", "6",
           "--ps", "2", "--save_every", "2", "--resume", "none", "--max_steps", "100000",
