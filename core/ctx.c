@@ -261,11 +261,15 @@ static void check_deadline(long long now)
     else since = atomic_load(&wd.last_ms);
     double idle = (double)(now - since) * 1e-3, bound = base + slack;
     if (idle <= bound) return;
-    char msg[1024], whom[64] = "", step[48] = "", stopped[256] = "";
+    char msg[1024], whom[96] = "", step[48] = "", stopped[256] = "";
     int first_stopped = -1, n_stopped = stopped_peers(stopped, sizeof stopped, &first_stopped);
-    /* A peer found stopped on this host is the culprit a collective cannot name. */
-    if (peer < 0 && n_stopped == 1) peer = first_stopped;
-    if (peer >= 0) snprintf(whom, sizeof whom, " (held up by rank %d)", peer);
+    /* A peer found stopped on this host is the culprit: a collective cannot name
+     * it, and a wait for one rank may be for a rank itself held by the stopped one. */
+    if (n_stopped == 1 && peer != first_stopped) {
+        if (peer >= 0) snprintf(whom, sizeof whom, " (from rank %d; held up by rank %d)", peer, first_stopped);
+        else snprintf(whom, sizeof whom, " (held up by rank %d)", first_stopped);
+        peer = first_stopped;
+    } else if (peer >= 0) snprintf(whom, sizeof whom, " (held up by rank %d)", peer);
     else if (phase) snprintf(whom, sizeof whom, " (a collective: held up by one of its ranks)");
     if (phase && what >= 0) snprintf(step, sizeof step, " %lld", what);
     int n = snprintf(msg, sizeof msg, "arcface-train: rank %d: error: waited %.1f s for %s%s%s, more than the progress "

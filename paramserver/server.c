@@ -115,7 +115,10 @@ static af_status handle_pull(server *sv, int from, int64_t t)
     Arcface__Envelope env = ARCFACE__ENVELOPE__INIT;
     env.body_case = ARCFACE__ENVELOPE__BODY_PULL_REPLY;
     env.pull_reply = &r;
-    return af_link_send(&sv->out, from, AF_TAG_REPLY, &env);
+    af_ctx_wait("a worker to take the pull reply of micro-step", t, from, AF_WAIT_REPLY);
+    af_status st = af_link_send(&sv->out, from, AF_TAG_REPLY, &env);
+    af_ctx_wait_done();
+    return st;
 bad:
     reply_error(sv, from, msg);
     return af_errorf(AF_ERR_PROTO, "%s", msg);

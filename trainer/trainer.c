@@ -242,8 +242,10 @@ static af_status checkpoint(job *j, int64_t step)
         env.body_case = ARCFACE__ENVELOPE__BODY_CHECKPOINT;
         env.checkpoint = &cr;
         for (int p = 0; p < j->ctx.P; p++) {
-            af_status st = af_msg_send(j->ctx.world, af_ctx_server_world_rank(&j->ctx, p), AF_TAG_REQUEST, &env,
-                                       &j->w.ctl);
+            int srv = af_ctx_server_world_rank(&j->ctx, p);
+            af_ctx_wait("a server to take the checkpoint request of step", step, srv, AF_WAIT_REPLY);
+            af_status st = af_msg_send(j->ctx.world, srv, AF_TAG_REQUEST, &env, &j->w.ctl);
+            af_ctx_wait_done();
             if (st) return st;
         }
     }
