@@ -42,6 +42,7 @@ static const key_def keys[] = {
     K(max_steps, T_I64), K(seed, T_U64),
     K(rec, T_STR), K(flip, T_BOOL), K(skip_corrupt, T_BOOL), K(loader_threads, T_INT),
     K(ps, T_INT), K(threads, T_INT), K(precision, T_STR), K(fp16, T_BOOL), K(msg_chunk_bytes, T_I64),
+    K(comm_timeout, T_DOUBLE),
     K(output, T_STR), K(frequent, T_INT), K(profile, T_BOOL), K(save_every, T_INT), K(keep_checkpoints, T_INT),
     K(resume, T_STR), K(resume_allow_changes, T_STR), K(verbose, T_INT), K(val_targets, T_STR), K(init_from, T_STR),
 };
@@ -71,6 +72,7 @@ void af_config_defaults(af_config *c)
     c->loader_threads = 2;
     c->ps = 1;
     c->msg_chunk_bytes = AF_CHUNK_DEFAULT;
+    c->comm_timeout = 1800; /* torch.distributed's default; see the key in config.h */
     snprintf(c->output, sizeof c->output, "work_dirs/arcface");
     c->frequent = 10;
     c->keep_checkpoints = 3;
@@ -472,12 +474,20 @@ af_status af_config_check(const af_config *c)
     /* Messages start with where the key was set, so the line to fix is named. */
 #define REQUIRE(cond, key, ...) do { if (!(cond)) { af_errorf(AF_ERR_ARG, "configuration key '" key "': " __VA_ARGS__); \
     return af_error_wrap(AF_ERR_ARG, "%s", af_config_where(c, key)); } } while (0)
-    REQUIRE(c->embedding_size > 0 && c->embedding_size <= 65536, "embedding_size", "must be in [1, 65536], got %d", c->embedding_size);
+    /* Bounds on the values that shape the loss and the update (no real
+     * insightface config comes near them: s = 64, margins up to 0.5, lr up to
+     * 0.4, weight_decay up to 0.1, embedding 512): a value outside trains to a
+     * loss saturated at the probability clamp (69.08) or to NaN, and used to end
+     * "done" with exit 0. !(x <= hi) also refuses NaN. */
+    REQUIRE(c->embedding_size >= 2 && c->embedding_size <= 65536, "embedding_size", "must be in [2, 65536], got %d", c->embedding_size);
     REQUIRE(c->dropout >= 0 && c->dropout < 1, "dropout", "must be in [0, 1), got %g", c->dropout);
-    REQUIRE(c->margin_list[0] >= 1, "margin_list", "m1 must be >= 1, got %g", c->margin_list[0]);
+    REQUIRE(c->margin_list[0] >= 1 && c->margin_list[0] <= 4, "margin_list", "m1 must be in [1, 4] (SphereFace's "
+            "largest), got %g", c->margin_list[0]);
     REQUIRE(c->margin_list[1] >= 0 && c->margin_list[1] < 3.14159f, "margin_list", "m2 must be in [0, pi), got %g", c->margin_list[1]);
-    REQUIRE(c->margin_list[2] >= 0, "margin_list", "m3 must be >= 0, got %g", c->margin_list[2]);
-    REQUIRE(c->scale > 0, "scale", "must be > 0, got %g", c->scale);
+    REQUIRE(c->margin_list[2] >= 0 && c->margin_list[2] <= 1, "margin_list", "m3 must be in [0, 1] (a cosine "
+            "margin; CosFace uses 0.35-0.4), got %g", c->margin_list[2]);
+    REQUIRE(c->scale > 0 && c->scale <= 128, "scale", "must be in (0, 128] (insightface uses 64; at s > 128 the "
+            "loss of a fresh run saturates at the probability clamp), got %g", c->scale);
     REQUIRE(strcmp(c->margin_grad, "arcface_torch") || c->margin_list[0] == 1 || c->margin_list[2] > 0, "margin_list",
             "(%g, %g, %g) under margin_grad = arcface_torch: insightface's CombinedMarginLoss supports m1 = 1 with "
             "m3 = 0 (ArcFace) or m3 > 0 (CosFace, m1 and m2 ignored) and raises for m1 != 1 with m3 = 0; "
@@ -486,7 +496,8 @@ af_status af_config_check(const af_config *c)
     REQUIRE(!strcmp(c->margin_grad, "analytic") || !strcmp(c->margin_grad, "arcface_torch"), "margin_grad",
             "must be 'analytic' or 'arcface_torch', got '%s'", c->margin_grad);
     REQUIRE(c->interclass_filtering_threshold < 1, "interclass_filtering_threshold", "must be < 1, got %g", c->interclass_filtering_threshold);
-    REQUIRE(c->sample_rate > 0 && c->sample_rate <= 1, "sample_rate", "must be in (0, 1], got %g", c->sample_rate);
+    REQUIRE(c->sample_rate >= 1e-5 && c->sample_rate <= 1, "sample_rate", "must be in [1e-05, 1] (insightface "
+            "uses 0.1-1), got %g", c->sample_rate);
     REQUIRE(c->sample_shards >= 1, "sample_shards", "must be >= 1, got %d", c->sample_shards);
     REQUIRE(!strcmp(c->fc_update, "sparse") || !strcmp(c->fc_update, "dense"), "fc_update",
             "must be 'sparse' or 'dense', got '%s'", c->fc_update);
@@ -495,9 +506,12 @@ af_status af_config_check(const af_config *c)
             "must be in [%lld, %lld] (one MPI message), got %lld", (long long)AF_CHUNK_MIN, (long long)AF_CHUNK_DEFAULT,
             (long long)c->msg_chunk_bytes);
     REQUIRE(c->batch_size >= 1, "batch_size", "must be >= 1, got %d", c->batch_size);
-    REQUIRE(c->lr >= 0, "lr", "must be >= 0, got %g", c->lr);
+    REQUIRE(c->lr >= 0 && c->lr <= 10, "lr", "must be in [0, 10] (insightface uses up to 0.4), got %g", c->lr);
     REQUIRE(c->momentum >= 0 && c->momentum < 1, "momentum", "must be in [0, 1), got %g", c->momentum);
-    REQUIRE(c->weight_decay >= 0, "weight_decay", "must be >= 0, got %g", c->weight_decay);
+    REQUIRE(c->weight_decay >= 0 && c->weight_decay <= 1, "weight_decay", "must be in [0, 1] (insightface uses "
+            "5e-4 with SGD, 0.1 with AdamW), got %g", c->weight_decay);
+    REQUIRE(c->comm_timeout >= 0 && c->comm_timeout <= 1e7, "comm_timeout", "must be in [0, 1e7] seconds (0: no "
+            "progress deadline), got %g", c->comm_timeout);
     REQUIRE(c->clip_grad >= 0, "clip_grad", "must be >= 0 (0: no clipping), got %g", c->clip_grad);
     REQUIRE(!strcmp(c->optimizer, "sgd") || !strcmp(c->optimizer, "adamw"), "optimizer", "must be 'sgd' or 'adamw', got '%s'", c->optimizer);
     REQUIRE(strcmp(c->optimizer, "adamw") || !strcmp(c->fc_update, "dense"), "optimizer",

@@ -7,10 +7,44 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "arcface/pfc.h"
+
+/* Every rank's pid and host, for the progress deadline to look at peers on its
+ * own host when the wait cannot name its culprit (a collective). */
+static struct {
+    long long *pid_host; /* (size, 2): pid, hash of the host name */
+    int size;
+    long long my_host;
+} peers;
+
+static long long host_hash(void)
+{
+    char h[256] = "";
+    gethostname(h, sizeof h - 1);
+    unsigned long long x = 1469598103934665603ull;
+    for (const char *p = h; *p; p++) x = (x ^ (unsigned char)*p) * 1099511628211ull;
+    return (long long)(x >> 1);
+}
+
+static af_status exchange_pids(const af_ctx *c)
+{
+    long long mine[2] = {(long long)getpid(), host_hash()};
+    long long *all = af_malloc(sizeof(long long) * 2 * (size_t)c->size, "the ranks' process ids");
+    if (!all) return AF_ERR_NOMEM;
+    if (MPI_Allgather(mine, 2, MPI_LONG_LONG, all, 2, MPI_LONG_LONG, c->world) != MPI_SUCCESS) {
+        free(all);
+        return af_errorf(AF_ERR_MPI, "rank %d: exchanging process ids failed", c->rank);
+    }
+    free(peers.pid_host); /* a process may set up more than one job (the tests do) */
+    peers.pid_host = all;
+    peers.size = c->size;
+    peers.my_host = mine[1];
+    return AF_OK;
+}
 
 af_status af_ctx_init(af_ctx *c, MPI_Comm job, int ps, int64_t num_classes)
 {
@@ -21,6 +55,8 @@ af_status af_ctx_init(af_ctx *c, MPI_Comm job, int ps, int64_t num_classes)
         MPI_Comm_rank(c->world, &c->rank) != MPI_SUCCESS || MPI_Comm_size(c->world, &c->size) != MPI_SUCCESS)
         return af_errorf(AF_ERR_MPI, "setting up the job's communicator (error handler, rank, size) failed");
     c->num_classes = num_classes;
+    af_status pst = exchange_pids(c);
+    if (pst) return pst;
     if (c->size == 1) {
         c->W = 1;
         c->P = 0;
@@ -58,16 +94,24 @@ int af_ctx_class_owner(const af_ctx *c, int64_t cls) { return af_shard_owner(c->
 int64_t af_ctx_server_start(const af_ctx *c, int server) { return af_shard_start(c->num_classes, c->P, server); }
 int64_t af_ctx_server_count(const af_ctx *c, int server) { return af_shard_count(c->num_classes, c->P, server); }
 
+static int first_failure = -1;
+
+int af_ctx_first_failure(void) { return first_failure; }
+
 af_status af_ctx_agree(const af_ctx *c, af_status local)
 {
     /* Lowest failing rank wins: encode as (rank) where failing, size otherwise. */
     int mine = local ? c->rank : c->size, first;
-    if (MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, c->world) != MPI_SUCCESS)
-        return af_errorf(AF_ERR_MPI, "rank %d: MPI_Allreduce for error agreement failed", c->rank);
+    af_ctx_wait("the agreement on errors", -1, -1, AF_WAIT_GROUP);
+    int rc = MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, c->world);
+    af_ctx_wait_done();
+    if (rc != MPI_SUCCESS) return af_errorf(AF_ERR_MPI, "rank %d: MPI_Allreduce for error agreement failed", c->rank);
     if (first == c->size) return AF_OK;
+    if (first_failure < 0) first_failure = first;
     if (local) return local;
     return af_errorf(AF_ERR_MPI, "rank %d stopped because rank %d failed (see its message)", c->rank, first);
 }
+
 
 /* Parsed once: the variable is read before any thread but the main one runs. */
 static struct {
@@ -108,6 +152,11 @@ af_status af_ctx_fault(const af_ctx *c, const char *phase, int64_t step)
 {
     const char *action;
     if (!af_ctx_fault_hit(c, phase, step, &action)) return AF_OK;
+    return af_ctx_fault_act(c, phase, step, action);
+}
+
+af_status af_ctx_fault_act(const af_ctx *c, const char *phase, int64_t step, const char *action)
+{
     if (!strcmp(action, "kill")) raise(SIGKILL);
     if (!strcmp(action, "error"))
         return af_errorf(AF_ERR_IO, "rank %d: injected error at %s of step %lld (ARCFACE_FAULT)", c->rank, phase,
@@ -122,7 +171,11 @@ static struct {
     _Atomic int local_work;
     const volatile sig_atomic_t *stop_flag; /* copied: the ctx may be freed before the process ends */
     int rank, started;
-    double grace_s;
+    double grace_s, timeout_s;
+    /* The current labelled wait (af_ctx_wait); the label is a static string. */
+    _Atomic(const char *) wait_phase;
+    _Atomic long long wait_what, wait_since_ms;
+    _Atomic int wait_peer, wait_kind;
 } wd;
 
 static long long now_ms(void)
@@ -142,7 +195,92 @@ void af_ctx_progress(void)
 void af_ctx_local_work(int on)
 {
     atomic_store(&wd.local_work, on);
-    af_ctx_progress();
+    /* Closes the gap before the work; the work itself is no step and must not
+     * stretch the deadline (3 x the longest step) for the rest of the run. */
+    if (on) af_ctx_progress();
+    else atomic_store(&wd.last_ms, now_ms());
+}
+
+void af_ctx_wait(const char *phase, long long what, int peer, af_wait_kind kind)
+{
+    atomic_store(&wd.wait_phase, NULL); /* the watchdog never sees a half-written label */
+    atomic_store(&wd.wait_what, what);
+    atomic_store(&wd.wait_peer, peer);
+    atomic_store(&wd.wait_kind, (int)kind);
+    atomic_store(&wd.wait_since_ms, now_ms());
+    atomic_store(&wd.wait_phase, phase);
+}
+
+void af_ctx_wait_done(void)
+{
+    /* An exempt wait spanned a peer's evaluation: like local work, no step. */
+    if (atomic_load(&wd.wait_phase) && atomic_load(&wd.wait_kind) == AF_WAIT_EXEMPT) atomic_store(&wd.last_ms, now_ms());
+    atomic_store(&wd.wait_phase, NULL);
+}
+
+/* Appends the ranks on this host whose process is stopped (state T or t in
+ * /proc/PID/stat) to buf; returns how many, and the first in *first. Only
+ * open/read/close: called once the deadline has passed. */
+static int stopped_peers(char *buf, size_t cap, int *first)
+{
+    int n = 0;
+    size_t used = strlen(buf);
+    for (int r = 0; r < peers.size; r++) {
+        if (r == wd.rank || peers.pid_host[2 * r + 1] != peers.my_host) continue;
+        char path[64], st[512];
+        snprintf(path, sizeof path, "/proc/%lld/stat", peers.pid_host[2 * r]);
+        int fd = open(path, O_RDONLY);
+        if (fd < 0) continue;
+        ssize_t k = read(fd, st, sizeof st - 1);
+        close(fd);
+        if (k <= 0) continue;
+        st[k] = 0;
+        const char *q = strrchr(st, ')'); /* the state follows the command name, which may hold spaces */
+        if (!q || (q[2] != 'T' && q[2] != 't')) continue;
+        if (!n++) *first = r;
+        if (used < cap)
+            used += (size_t)snprintf(buf + used, cap - used, "%s%d (pid %lld)", n > 1 ? ", " : "", r,
+                                     peers.pid_host[2 * r]);
+    }
+    return n;
+}
+
+/* The progress deadline (include/arcface/ctx.h); returns only if it has not
+ * passed. Async-signal-safe calls only once it has: the main thread may hold
+ * any lock. */
+static void check_deadline(long long now)
+{
+    double base = 3e-3 * (double)atomic_load(&wd.longest_ms);
+    if (base < wd.timeout_s) base = wd.timeout_s;
+    const char *phase = atomic_load(&wd.wait_phase);
+    long long what = atomic_load(&wd.wait_what), since = atomic_load(&wd.wait_since_ms);
+    int peer = atomic_load(&wd.wait_peer), kind = atomic_load(&wd.wait_kind);
+    if (phase && kind == AF_WAIT_EXEMPT) return;
+    double slack = 0;
+    if (phase) slack = kind * (base / 4 < 30 ? base / 4 : 30);
+    else since = atomic_load(&wd.last_ms);
+    double idle = (double)(now - since) * 1e-3, bound = base + slack;
+    if (idle <= bound) return;
+    char msg[1024], whom[96] = "", step[48] = "", stopped[256] = "";
+    int first_stopped = -1, n_stopped = stopped_peers(stopped, sizeof stopped, &first_stopped);
+    /* A peer found stopped on this host is the culprit: a collective cannot name
+     * it, and a wait for one rank may be for a rank itself held by the stopped one. */
+    if (n_stopped == 1 && peer != first_stopped) {
+        if (peer >= 0) snprintf(whom, sizeof whom, " (from rank %d; held up by rank %d)", peer, first_stopped);
+        else snprintf(whom, sizeof whom, " (held up by rank %d)", first_stopped);
+        peer = first_stopped;
+    } else if (peer >= 0) snprintf(whom, sizeof whom, " (held up by rank %d)", peer);
+    else if (phase) snprintf(whom, sizeof whom, " (a collective: held up by one of its ranks)");
+    if (phase && what >= 0) snprintf(step, sizeof step, " %lld", what);
+    int n = snprintf(msg, sizeof msg, "arcface-train: rank %d: error: waited %.1f s for %s%s%s, more than the progress "
+                     "deadline of %.1f s (comm_timeout %.1f s, 3 x the longest step so far %.1f s%s): %s is stopped, "
+                     "hung or far slower than before%s%s%s; ending the job\n", wd.rank, idle,
+                     phase ? phase : "progress since the last step", step, whom, bound, wd.timeout_s,
+                     3e-3 * (double)atomic_load(&wd.longest_ms), slack > 0 ? ", plus the slack of an indirect wait" : "",
+                     peer >= 0 ? "that rank" : phase ? "a rank" : "this rank",
+                     n_stopped ? " (stopped on this host, e.g. by SIGSTOP: rank " : "", stopped, n_stopped ? ")" : "");
+    if (n > 0) { ssize_t w = write(2, msg, (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1); (void)w; }
+    _exit(1);
 }
 
 static void *watchdog(void *arg)
@@ -153,8 +291,9 @@ static void *watchdog(void *arg)
     for (;;) {
         struct timespec ts = {0, 100000000};
         nanosleep(&ts, NULL);
+        if (wd.timeout_s > 0 && !atomic_load(&wd.local_work)) check_deadline(now_ms());
         if (!sig) {
-            if (!(sig = *wd.stop_flag)) continue;
+            if (!wd.stop_flag || !(sig = *wd.stop_flag)) continue;
             signal_ms = now_ms();
         }
         if (atomic_load(&wd.local_work)) {
@@ -179,10 +318,11 @@ static void *watchdog(void *arg)
 
 af_status af_ctx_watchdog_start(const af_ctx *c)
 {
-    if (!c->stop_flag || wd.started) return AF_OK;
+    if ((!c->stop_flag && !(c->comm_timeout > 0)) || wd.started) return AF_OK;
     wd.started = 1;
     wd.stop_flag = c->stop_flag;
     wd.rank = c->rank;
+    wd.timeout_s = c->comm_timeout > 0 ? c->comm_timeout : 0;
     const char *g = getenv("ARCFACE_STOP_GRACE");
     wd.grace_s = g && atof(g) > 0 ? atof(g) : 10.0;
     atomic_store(&wd.last_ms, now_ms());

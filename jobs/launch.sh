@@ -5,10 +5,11 @@
 #
 #   jobs/launch.sh mpirun -np 4 build/bin/arcface-train my.conf --ps 2
 #
-# Why a wrapper: Open MPI's mpirun cannot forward SIGTERM (ess_base_forward_signals
-# refuses it); on SIGTERM it kills the ranks (SIGTERM, then SIGKILL after
-# odls_base_sigkill_timeout = 1 s) and exits 1, whatever the ranks did. It does
-# forward SIGUSR1 to every rank, so this script turns SIGTERM/SIGINT into SIGUSR1.
+# Why a wrapper: Open MPI 4.1's mpirun cannot forward SIGTERM (ess_base_forward_signals
+# refuses it); on SIGTERM it sets its exit status to 1 (clean_abort in
+# orte/mca/ess/hnp/ess_hnp_module.c), then sends the ranks SIGTERM and SIGKILL after
+# odls_base_sigkill_timeout: it exits 1 even when the ranks checkpoint and exit 3. It
+# does forward SIGUSR1 to every rank, so this script turns SIGTERM/SIGINT into SIGUSR1.
 # A second SIGTERM/SIGINT passes through unchanged (stop now, no checkpoint).
 # Exit status: the launcher's (3 after a graceful stop).
 set -u

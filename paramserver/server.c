@@ -55,9 +55,22 @@ static af_status poll_signal(void *user)
     return AF_OK;
 }
 
-static af_status recv_request(server *sv, int source, int *from)
+/* Labels the wait for the progress deadline (include/arcface/ctx.h). It names
+ * a culprit only when one worker alone is missing from the phase: with two or
+ * more missing, the one stopped may hold the others in a collective. */
+static af_status recv_request(server *sv, int source, int *from, const char *phase, int64_t step, af_wait_kind kind)
 {
-    return af_link_recv(&sv->in, source, AF_TAG_REQUEST, from, poll_signal, sv);
+    int peer = source, missing = 0;
+    for (int w = 0; source < 0 && w < sv->ctx->W; w++)
+        if (!sv->seen[w]) { peer = w; missing++; }
+    if (missing > 1) {
+        peer = -1;
+        if (kind == AF_WAIT_PEER) kind = AF_WAIT_GROUP;
+    }
+    af_ctx_wait(phase, step, peer, kind);
+    af_status st = af_link_recv(&sv->in, source, AF_TAG_REQUEST, from, poll_signal, sv);
+    af_ctx_wait_done();
+    return st;
 }
 
 static void reply_error(server *sv, int to, const char *msg)
@@ -102,7 +115,10 @@ static af_status handle_pull(server *sv, int from, int64_t t)
     Arcface__Envelope env = ARCFACE__ENVELOPE__INIT;
     env.body_case = ARCFACE__ENVELOPE__BODY_PULL_REPLY;
     env.pull_reply = &r;
-    return af_link_send(&sv->out, from, AF_TAG_REPLY, &env);
+    af_ctx_wait("a worker to take the pull reply of micro-step", t, from, AF_WAIT_REPLY);
+    af_status st = af_link_send(&sv->out, from, AF_TAG_REPLY, &env);
+    af_ctx_wait_done();
+    return st;
 bad:
     reply_error(sv, from, msg);
     return af_errorf(AF_ERR_PROTO, "%s", msg);
@@ -154,6 +170,9 @@ af_status af_server_run(const af_ctx *ctx, const af_config *cfg, af_ps_shard *s,
     sv.stop_req = af_malloc(sizeof(MPI_Request) * nw, "signal forwarding requests");
     if (!sv.rows || !sv.seen || !sv.stop_req) { st = AF_ERR_NOMEM; goto done; }
     for (size_t w = 0; w < nw; w++) sv.stop_req[w] = MPI_REQUEST_NULL;
+    /* After a checkpoint with val_targets set, worker 0 evaluates before the
+     * next pull: a wait nothing here can bound (ctx.h). */
+    int evaluating = 0;
 
     for (int64_t opt = first_opt_step;; opt++) {
         /* Between optimizer steps: worker 0 may ask for a checkpoint or a
@@ -163,7 +182,10 @@ af_status af_server_run(const af_ctx *ctx, const af_config *cfg, af_ps_shard *s,
             memset(sv.seen, 0, nw);
             for (int got = 0; got < W;) {
                 int from;
-                if ((st = recv_request(&sv, MPI_ANY_SOURCE, &from))) {
+                st = recv_request(&sv, MPI_ANY_SOURCE, &from, "the pull of micro-step", t,
+                                  evaluating && got == 0 ? AF_WAIT_EXEMPT : AF_WAIT_PEER);
+                evaluating = 0;
+                if (st) {
                     if (st != AF_ERR_PROTO) goto done;
                     reply_error(&sv, from, af_errmsg());
                     if (!is_worker(&sv, from)) continue;
@@ -187,6 +209,7 @@ af_status af_server_run(const af_ctx *ctx, const af_config *cfg, af_ps_shard *s,
                         (st = checkpoint(user, env->checkpoint->opt_step, env->checkpoint->path)))
                         goto done;
                     af_ctx_progress();
+                    evaluating = cfg->val_targets[0] != 0;
                     continue;
                 }
                 if (!is_worker(&sv, from) || env->body_case != ARCFACE__ENVELOPE__BODY_PULL || sv.seen[from]) {
@@ -209,7 +232,7 @@ af_status af_server_run(const af_ctx *ctx, const af_config *cfg, af_ps_shard *s,
             memset(sv.seen, 0, nw);
             for (int got = 0; got < W;) {
                 int from;
-                if ((st = recv_request(&sv, MPI_ANY_SOURCE, &from))) {
+                if ((st = recv_request(&sv, MPI_ANY_SOURCE, &from, "the push of micro-step", t, AF_WAIT_PEER))) {
                     if (st != AF_ERR_PROTO) goto done;
                     reply_error(&sv, from, af_errmsg());
                     if (!is_worker(&sv, from)) continue;
@@ -234,7 +257,7 @@ af_status af_server_run(const af_ctx *ctx, const af_config *cfg, af_ps_shard *s,
         }
         for (;;) {
             int from;
-            if ((st = recv_request(&sv, 0, &from))) {
+            if ((st = recv_request(&sv, 0, &from, "the commit of optimizer step", opt, AF_WAIT_PEER))) {
                 if (st != AF_ERR_PROTO) goto done;
                 reply_error(&sv, from, af_errmsg());
                 if (!is_worker(&sv, from)) continue;

@@ -75,7 +75,7 @@ int main(int argc, char **argv)
         MPI_Abort(MPI_COMM_WORLD, 1);
     }
     if (st) {
-        fprintf(stderr, "arcface-train: rank %d: error: %s\n", rank, af_errmsg());
+        if (!out.quiet) fprintf(stderr, "arcface-train: rank %d: error: %s\n", rank, af_errmsg());
         MPI_Finalize();
         /* A configuration the job or its checkpoint cannot take (a refused resume included). */
         return st == AF_ERR_ARG || out.startup_error ? EXIT_USAGE : EXIT_ERROR;

@@ -242,8 +242,10 @@ static af_status checkpoint(job *j, int64_t step)
         env.body_case = ARCFACE__ENVELOPE__BODY_CHECKPOINT;
         env.checkpoint = &cr;
         for (int p = 0; p < j->ctx.P; p++) {
-            af_status st = af_msg_send(j->ctx.world, af_ctx_server_world_rank(&j->ctx, p), AF_TAG_REQUEST, &env,
-                                       &j->w.ctl);
+            int srv = af_ctx_server_world_rank(&j->ctx, p);
+            af_ctx_wait("a server to take the checkpoint request of step", step, srv, AF_WAIT_REPLY);
+            af_status st = af_msg_send(j->ctx.world, srv, AF_TAG_REQUEST, &env, &j->w.ctl);
+            af_ctx_wait_done();
             if (st) return st;
         }
     }
@@ -428,7 +430,10 @@ static af_status run_worker(job *j)
         if (log_now && j->cfg.profile && j->ctx.W > 1) {
             /* Traffic is per worker; the log shows the job's total. */
             uint64_t mine[3] = {w->bytes_pulled, w->bytes_pushed, w->msg_header_bytes}, sum[3];
-            if (MPI_Allreduce(mine, sum, 3, MPI_UINT64_T, MPI_SUM, j->ctx.workers) != MPI_SUCCESS)
+            af_ctx_wait("the traffic all-reduce among workers after optimizer step", s, -1, AF_WAIT_GROUP);
+            int rc = MPI_Allreduce(mine, sum, 3, MPI_UINT64_T, MPI_SUM, j->ctx.workers);
+            af_ctx_wait_done();
+            if (rc != MPI_SUCCESS)
                 return af_errorf(AF_ERR_MPI, "worker rank %d: the traffic all-reduce failed", j->ctx.rank);
             j->traffic[0] = sum[0]; j->traffic[1] = sum[1]; j->traffic[2] = sum[2];
         } else {
@@ -444,8 +449,10 @@ static af_status run_worker(job *j)
         int sig = stop_signal, fwd;
         if (j->ctx.P > 0 && (st = af_worker_poll_stop(w, &fwd))) return st;
         if (!sig && j->ctx.P > 0) sig = fwd;
-        if (j->ctx.W > 1 &&
-            MPI_Allreduce(MPI_IN_PLACE, &sig, 1, MPI_INT, MPI_MAX, j->ctx.workers) != MPI_SUCCESS)
+        af_ctx_wait("the agreement on signals among workers after optimizer step", s, -1, AF_WAIT_GROUP);
+        int rc = j->ctx.W > 1 ? MPI_Allreduce(MPI_IN_PLACE, &sig, 1, MPI_INT, MPI_MAX, j->ctx.workers) : MPI_SUCCESS;
+        af_ctx_wait_done();
+        if (rc != MPI_SUCCESS)
             return af_errorf(AF_ERR_MPI, "worker rank %d: the all-reduce agreeing on signals failed", j->ctx.rank);
         if (sig && !last) {
             if ((!ckpt_now && (st = checkpoint(j, s + 1))) || (st = af_worker_shutdown(w, s + 1, 1))) return st;
@@ -506,9 +513,17 @@ af_status af_trainer_run(const af_config *cfg, MPI_Comm world, af_trainer_outcom
     af_status cst = af_ctx_init(&j->ctx, world, j->cfg.ps, C);
     if (cst && !st) st = cst;
     else if (st) af_errorf(st, "%s", first_msg);
+    /* The lowest rank that failed at start-up, the one that prints the error
+     * (every rank would print the same message otherwise). */
+    int blame = -1;
     if (!cst) {
         j->ctx.stop_flag = &stop_signal;
+        j->ctx.comm_timeout = j->cfg.comm_timeout;
         st = af_ctx_agree(&j->ctx, st);
+    } else {
+        /* The layout checks fail alike on every rank: agree on the world as given. */
+        int mine = rank, first = 0;
+        if (MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, world) == MPI_SUCCESS) blame = first;
     }
     if (!st) st = af_ctx_watchdog_start(&j->ctx);
     if (!st) st = parse_val_targets(j);
@@ -548,6 +563,8 @@ af_status af_trainer_run(const af_config *cfg, MPI_Comm world, af_trainer_outcom
         /* Everything up to here checks what the configuration names (dataset,
          * validation files, output folder, checkpoint): a configuration error. */
         out->startup_error = 1;
+        if (!cst) blame = af_ctx_first_failure();
+        out->quiet = blame >= 0 && blame != rank;
         job_free(j, !cst);
         return st;
     }

@@ -29,7 +29,9 @@ float af_lr_at(float base, int64_t step, int64_t warmup, int64_t total)
 static af_status sum_doubles(void *user, double *buf, size_t n)
 {
     af_worker *w = user;
+    af_ctx_wait("the batch-norm statistics all-reduce among workers", -1, -1, AF_WAIT_GROUP);
     int rc = MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, MPI_DOUBLE, MPI_SUM, w->ctx->workers);
+    af_ctx_wait_done();
     if (rc != MPI_SUCCESS) return af_errorf(AF_ERR_MPI, "worker %d: batch-norm statistics all-reduce failed", w->ctx->rank);
     return AF_OK;
 }
@@ -261,11 +263,16 @@ static af_status post_pulls(af_worker *w, int64_t t)
 static af_status finish_pulls(af_worker *w, int64_t t)
 {
     af_status st;
-    for (int p = 0; p < w->P; p++)
+    for (int p = 0; p < w->P; p++) {
+        af_ctx_wait("a server to take the pull of micro-step", t, af_ctx_server_world_rank(w->ctx, p), AF_WAIT_REPLY);
         if ((st = af_link_wait(&w->tx[p], "sending a pull"))) return st;
+    }
     for (int p = 0; p < w->P; p++) {
         int srv = af_ctx_server_world_rank(w->ctx, p);
-        if ((st = af_link_finish_reply(&w->rx[p])))
+        af_ctx_wait("the pull reply of micro-step", t, srv, AF_WAIT_REPLY);
+        st = af_link_finish_reply(&w->rx[p]);
+        af_ctx_wait_done();
+        if (st)
             return af_error_wrap(st, "worker %d: pull reply of micro-step %lld", w->ctx->rank, (long long)t);
         const Arcface__Envelope *env = w->rx[p].mb.env;
         if (env->body_case == ARCFACE__ENVELOPE__BODY_ERROR)
@@ -331,7 +338,11 @@ static af_status commit(af_worker *w, int64_t opt_step, float lr)
     env.body_case = ARCFACE__ENVELOPE__BODY_COMMIT;
     env.commit = &c;
     for (int p = 0; p < w->P; p++) {
-        af_status st = af_msg_send(w->ctx->world, af_ctx_server_world_rank(w->ctx, p), AF_TAG_REQUEST, &env, &w->ctl);
+        int srv = af_ctx_server_world_rank(w->ctx, p);
+        af_ctx_wait(env.body_case == ARCFACE__ENVELOPE__BODY_COMMIT ? "a server to take the commit of optimizer step"
+                    : "a server to take the shutdown after optimizer step", opt_step, srv, AF_WAIT_REPLY);
+        af_status st = af_msg_send(w->ctx->world, srv, AF_TAG_REQUEST, &env, &w->ctl);
+        af_ctx_wait_done();
         if (st) return st;
     }
     return AF_OK;
@@ -347,7 +358,11 @@ af_status af_worker_shutdown(af_worker *w, int64_t opt_step, int interrupted)
     env.body_case = ARCFACE__ENVELOPE__BODY_SHUTDOWN;
     env.shutdown = &s;
     for (int p = 0; p < w->P; p++) {
-        af_status st = af_msg_send(w->ctx->world, af_ctx_server_world_rank(w->ctx, p), AF_TAG_REQUEST, &env, &w->ctl);
+        int srv = af_ctx_server_world_rank(w->ctx, p);
+        af_ctx_wait(env.body_case == ARCFACE__ENVELOPE__BODY_COMMIT ? "a server to take the commit of optimizer step"
+                    : "a server to take the shutdown after optimizer step", opt_step, srv, AF_WAIT_REPLY);
+        af_status st = af_msg_send(w->ctx->world, srv, AF_TAG_REQUEST, &env, &w->ctl);
+        af_ctx_wait_done();
         if (st) return st;
     }
     return AF_OK;
@@ -409,9 +424,11 @@ af_status af_worker_step(af_worker *w, int64_t opt_step, float lr, double *loss)
 
         t0 = MPI_Wtime();
         if (W > 1) {
-            if ((st = mpi_check(MPI_Allgather(w->labels, b, MPI_INT64_T, w->labels_g, b, MPI_INT64_T, comm), w,
-                                "label all-gather")))
-                return st;
+            af_ctx_wait("the label all-gather among workers of micro-step", t, -1, AF_WAIT_GROUP);
+            st = mpi_check(MPI_Allgather(w->labels, b, MPI_INT64_T, w->labels_g, b, MPI_INT64_T, comm), w,
+                           "label all-gather");
+            af_ctx_wait_done();
+            if (st) return st;
         } else {
             memcpy(w->labels_g, w->labels, sizeof(int64_t) * b);
         }
@@ -433,14 +450,20 @@ af_status af_worker_step(af_worker *w, int64_t opt_step, float lr, double *loss)
         const float *emb;
         if (m == 0) af_backbone_zero_grad(&w->bb);
         if ((st = af_backbone_forward(&w->bb, w->images, b, 1, &nc, &emb))) return st;
-        if (m == 0 && (st = af_ctx_fault(w->ctx, "forward", opt_step))) return st;
+        const char *fault;
+        if (m == 0 && af_ctx_fault_hit(w->ctx, "forward", opt_step, &fault)) {
+            /* Test hook: a non-finite embedding, as a diverging run would produce. */
+            if (!strcmp(fault, "nan")) ((float *)emb)[0] = NAN;
+            else if ((st = af_ctx_fault_act(w->ctx, "forward", opt_step, fault))) return st;
+        }
         w->t[AF_T_FORWARD] += MPI_Wtime() - t0;
 
         t0 = MPI_Wtime();
         if (W > 1) {
-            if ((st = mpi_check(MPI_Allgather(emb, b * D, MPI_FLOAT, w->X, b * D, MPI_FLOAT, comm), w,
-                                "embedding all-gather")))
-                return st;
+            af_ctx_wait("the embedding all-gather among workers of micro-step", t, -1, AF_WAIT_GROUP);
+            st = mpi_check(MPI_Allgather(emb, b * D, MPI_FLOAT, w->X, b * D, MPI_FLOAT, comm), w, "embedding all-gather");
+            af_ctx_wait_done();
+            if (st) return st;
         } else {
             memcpy(w->X, emb, sizeof(float) * (size_t)b * D);
         }
@@ -458,14 +481,18 @@ af_status af_worker_step(af_worker *w, int64_t opt_step, float lr, double *loss)
         memset(w->dX, 0, sizeof(float) * (size_t)G * D);
         memset(w->dwslice, 0, sizeof(float) * (size_t)(k ? k : 1) * D);
         double l;
-        if ((st = af_fc_loss(&w->margin, w->X, G, G, w->wslice, (int)k, w->slice_labels, comm, &w->fcws, &l, w->dX,
-                             w->dwslice)))
-            return st;
+        af_ctx_wait("the margin-softmax all-reduces among workers of micro-step", t, -1, AF_WAIT_GROUP);
+        st = af_fc_loss(&w->margin, w->X, G, G, w->wslice, (int)k, w->slice_labels, comm, &w->fcws, &l, w->dX,
+                        w->dwslice);
+        af_ctx_wait_done();
+        if (st) return st;
         total_loss += l;
         if (W > 1) {
-            if ((st = mpi_check(MPI_Reduce_scatter_block(w->dX, w->dx_local, b * D, MPI_FLOAT, MPI_SUM, comm), w,
-                                "feature-gradient reduce-scatter")))
-                return st;
+            af_ctx_wait("the feature-gradient reduce-scatter among workers of micro-step", t, -1, AF_WAIT_GROUP);
+            st = mpi_check(MPI_Reduce_scatter_block(w->dX, w->dx_local, b * D, MPI_FLOAT, MPI_SUM, comm), w,
+                           "feature-gradient reduce-scatter");
+            af_ctx_wait_done();
+            if (st) return st;
         } else {
             memcpy(w->dx_local, w->dX, sizeof(float) * (size_t)b * D);
         }
@@ -489,15 +516,19 @@ af_status af_worker_step(af_worker *w, int64_t opt_step, float lr, double *loss)
         if (w->allreduce_now) {
             if (w->pending_hi > 0) launch_bucket(w, 0, w->pending_hi);
             if ((st = mpi_check(w->bucket_rc, w, "starting the gradient all-reduce"))) return st;
-            if ((st = mpi_check(MPI_Waitall(w->n_buckets, w->bucket_req, MPI_STATUSES_IGNORE), w,
-                                "gradient all-reduce")))
-                return st;
+            af_ctx_wait("the gradient all-reduce among workers of micro-step", t, -1, AF_WAIT_GROUP);
+            st = mpi_check(MPI_Waitall(w->n_buckets, w->bucket_req, MPI_STATUSES_IGNORE), w, "gradient all-reduce");
+            af_ctx_wait_done();
+            if (st) return st;
         }
         w->t[AF_T_ALLREDUCE] += MPI_Wtime() - t0;
 
         t0 = MPI_Wtime();
-        for (int p = 0; p < w->P; p++)
+        for (int p = 0; p < w->P; p++) {
+            af_ctx_wait("a server to take the push of micro-step", t, af_ctx_server_world_rank(w->ctx, p), AF_WAIT_REPLY);
             if ((st = af_link_wait(&w->tx[p], "sending a push"))) return st;
+        }
+        af_ctx_wait_done();
         if (w->P > 0 && (st = check_server_errors(w))) return st;
         w->t[AF_T_PUSH_WAIT] += MPI_Wtime() - t0;
     }

@@ -66,6 +66,9 @@ typedef struct {
     char precision[16];           /* fp32 | bf16 | "" (unset: bf16 when fp16 is true, else fp32) */
     int fp16;                     /* arcface_torch's switch for mixed precision: means bf16 here */
     int64_t msg_chunk_bytes;      /* largest MPI message between workers and servers (core/transport.c) */
+    double comm_timeout;          /* seconds a rank waits for another before it ends the job (0: forever);
+                                     default 1800, torch.distributed's; the deadline is never below 3 x the
+                                     longest step, and waits spanning an evaluation are exempt (ctx.h) */
     /* output, checkpoints, logging, evaluation */
     char output[AF_CFG_STR];
     int frequent;

@@ -33,6 +33,9 @@ typedef struct {
     /* Set by main() to its signal flag (NULL: none). Servers poll it while they
      * wait and pass a signal on to the workers, who decide when to stop. */
     const volatile sig_atomic_t *stop_flag;
+    /* Set by main() from the `comm_timeout` key before af_ctx_watchdog_start:
+     * the progress deadline in seconds (0: none). */
+    double comm_timeout;
 } af_ctx;
 
 /* Collective over `job`. ps: number of server ranks (ignored for a job of one rank). */
@@ -48,12 +51,16 @@ int64_t af_ctx_server_count(const af_ctx *c, int server);
  * every rank passed AF_OK, else an error on every rank. A failing rank keeps its
  * own message; the others get one naming the lowest failing rank. */
 af_status af_ctx_agree(const af_ctx *c, af_status local);
+/* The lowest failing rank of the first agreement that failed in this process
+ * (-1: none failed): the rank whose own message is the job's, which it alone
+ * prints; later agreements only pass that failure on. */
+int af_ctx_first_failure(void);
 
 /* Fault injection for the failure tests: ARCFACE_FAULT="RANK:PHASE:STEP[:ACTION]"
  * makes world rank RANK act at PHASE ("pull", "forward", "push", "commit",
  * "checkpoint") of optimizer step STEP. ACTION "kill" (the default) is a
  * SIGKILL, as a node failure would be; "error" makes the phase fail with an
- * error; other actions ("badpush", "badcommit") are for the caller to act on.
+ * error; other actions ("badpush", "badcommit", "nan") are for the caller to act on.
  * af_ctx_fault_hit returns 1 (and *action) when this rank, phase and step match;
  * af_ctx_fault carries out "kill" and "error" and returns AF_OK otherwise.
  * Without the variable both cost one branch. Per rank. */
@@ -65,7 +72,8 @@ af_status af_ctx_agree(const af_ctx *c, af_status local);
  * would otherwise wait for the dead rank until Slurm's KillWait). grace is
  * ARCFACE_STOP_GRACE seconds, default 10. Before a signal it does nothing:
  * mpirun itself ends a job whose rank died, srun --kill-on-bad-exit signals it.
- * af_ctx_watchdog_start: once per process, after c->stop_flag is set (per rank).
+ * af_ctx_watchdog_start: once per process, after c->stop_flag and c->comm_timeout
+ * are set (per rank); it also runs the progress deadline below.
  * af_ctx_progress: call after each step, checkpoint and evaluation. */
 af_status af_ctx_watchdog_start(const af_ctx *c);
 void af_ctx_progress(void);
@@ -73,7 +81,30 @@ void af_ctx_progress(void);
  * the watchdog counts it as progress. */
 void af_ctx_local_work(int on);
 
+/* The progress deadline: a bound on every wait for another rank, armed from
+ * the start whether or not a signal came. A rank stopped (SIGSTOP), hung or
+ * spinning holds its peers; without this they would wait for it until the
+ * allocation's time limit. While a wait is labelled (af_ctx_wait), it may last
+ * D = max(comm_timeout, 3 x the longest gap between progress calls so far)
+ * seconds plus a slack that grows with how indirectly the wait names its
+ * culprit: a reply owed by one rank (AF_WAIT_REPLY) fires first, a wait for
+ * the next request of a given rank (AF_WAIT_PEER) D/4 (at most 30 s) later,
+ * a collective where the culprit is unknown (AF_WAIT_GROUP) twice that, so
+ * the message that names the stuck rank is the one the job ends with. Outside
+ * labelled waits a rank may go D without progress (a loop spinning in a bug).
+ * AF_WAIT_EXEMPT marks a wait that spans a peer's evaluation, whose length
+ * nothing here can bound. Then the rank prints the rank and phase it waited
+ * for and exits with status 1; the launcher ends the others. Labels are
+ * static strings; `what` is a step or -1. Per rank, main thread only. */
+typedef enum { AF_WAIT_REPLY = 0, AF_WAIT_PEER = 1, AF_WAIT_GROUP = 2, AF_WAIT_EXEMPT = 3 } af_wait_kind;
+void af_ctx_wait(const char *phase, long long what, int peer, af_wait_kind kind);
+void af_ctx_wait_done(void);
+
 int af_ctx_fault_hit(const af_ctx *c, const char *phase, int64_t step, const char **action);
 af_status af_ctx_fault(const af_ctx *c, const char *phase, int64_t step);
+/* Carries out "kill" and "error" for a hit the caller has already taken
+ * (af_ctx_fault_hit), whose other actions it handles itself ("nan" at
+ * "forward": a non-finite embedding on that worker). */
+af_status af_ctx_fault_act(const af_ctx *c, const char *phase, int64_t step, const char *action);
 
 #endif

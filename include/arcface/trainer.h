@@ -26,6 +26,7 @@ typedef struct {
     int must_abort;
     int is_server;  /* this rank's role, for the error message */
     int startup_error; /* failed in the start-up checks, before the first step: a configuration error */
+    int quiet;         /* a start-up error that a lower rank saw too and prints: print nothing */
 } af_trainer_outcome;
 
 /* SIGUSR1 and SIGTERM make the job finish the current step, checkpoint and stop

@@ -103,9 +103,9 @@ int main(void)
     expect_error(af_config_load_file(&c, junk), "cfg_junk.conf:2: expected 'config.key = value' or 'key = value'", "malformed line");
 
     struct { const char *key, *value, *needle; } ranges[] = {
-        {"sample_rate", "1.5", "'sample_rate': must be in (0, 1]"},
+        {"sample_rate", "1.5", "'sample_rate': must be in [1e-05, 1]"},
         {"momentum", "1", "'momentum': must be in [0, 1)"},
-        {"margin_list", "0.5,0.5,0", "'margin_list': m1 must be >= 1"},
+        {"margin_list", "0.5,0.5,0", "'margin_list': m1 must be in [1, 4]"},
         {"fc_update", "lazy", "'fc_update': must be 'sparse' or 'dense'"},
         {"optimizer", "adamw", "'optimizer': 'adamw' needs fc_update = dense"},
         {"warmup_epoch", "30", "'warmup_epoch': must be < num_epoch"},
