@@ -34,9 +34,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_JSON = os.path.join(HERE, "results", "scale_constants.json")
 MPI = ["mpirun", "--allow-run-as-root", "--oversubscribe", "--bind-to", "none"]
 ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OPENBLAS_NUM_THREADS="1")
-WRAP = ["sh", "-c", 'exec /usr/bin/time -f "peak rank $OMPI_COMM_WORLD_RANK %M KiB" "$@"', "sh"]
 CHUNK = 1 << 20  # msg_chunk_bytes of every measured job: split messages, as a large job needs
 GiB = 2**30
+LOAD = []  # load average when the check started
+SHARE = {}  # rank -> CPU time / wall time of the last job (how much of a core it got)
 
 
 # ---------------------------------------------------------------- measuring
@@ -44,7 +45,9 @@ GiB = 2**30
 def job(build, W, P, C, D, rate, batch, steps, extra=(), out=None):
     """Runs a job; returns (log, {rank: peak bytes})."""
     out = out or tempfile.mkdtemp(prefix="scale_model_")
-    cmd = MPI + ["-np", str(W + P)] + WRAP + [
+    # One file per rank: lines on a shared stderr interleave.
+    wrap = ["sh", "-c", f'exec /usr/bin/time -o {out}.peak.$OMPI_COMM_WORLD_RANK -f "%M %e %U %S" "$@"', "sh"]
+    cmd = MPI + ["-np", str(W + P)] + wrap + [
         os.path.join(build, "bin", "arcface-train"), "--resume", "none", "--output", out, "--network", "fmnist",
         "--embedding_size", str(D), "--num_classes", str(C), "--ps", str(P), "--sample_rate", str(rate),
         "--batch_size", str(batch), "--max_steps", str(steps), "--save_every", "0", "--loader_threads", "1",
@@ -54,9 +57,16 @@ def job(build, W, P, C, D, rate, batch, steps, extra=(), out=None):
     subprocess.run(["rm", "-rf", out])
     if r.returncode:
         sys.exit(f"the job C = {C}, D = {D} failed (exit {r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
-    peaks = {int(a): int(b) * 1024 for a, b in re.findall(r"peak rank (\d+) (\d+) KiB", r.stderr)}
-    if len(peaks) != W + P:
-        sys.exit(f"expected {W + P} peak lines from /usr/bin/time, got {peaks}:\n{r.stderr[-2000:]}")
+    peaks = {}
+    for rank in range(W + P):
+        path = f"{out}.peak.{rank}"
+        try:
+            kib, wall, user, sys_ = open(path).read().split()[-4:]
+            peaks[rank] = int(kib) * 1024  # ru_maxrss in KiB
+            SHARE[rank] = (float(user) + float(sys_)) / max(float(wall), 1e-9)
+            os.remove(path)
+        except (OSError, ValueError, IndexError) as e:
+            sys.exit(f"no peak memory of rank {rank} from /usr/bin/time in {path}: {e}")
     return r.stdout, peaks
 
 
@@ -185,61 +195,86 @@ def gib(x):
     return f"{x / GiB:,.1f}"
 
 
+def layout(k, a, C, Wn, Pn, gbps):
+    """The model for Wn worker nodes and Pn server nodes at a link of gbps Gb/s:
+    per-node figures (a server node runs a.server_ranks server ranks)."""
+    q = predict(k, C, a.dim, a.rate, a.batch, Wn, Pn * a.server_ranks, cores=a.cores, bw=gbps * 1e9 / 8)
+    q["server_node_mem"] = q["server_mem"] * a.server_ranks
+    q["bytes_server_node"] = q["bytes_server"] * a.server_ranks
+    q["t_net"] = max(q["bytes_worker"], q["bytes_server_node"]) / (gbps * 1e9 / 8)
+    # The server ranks of a node work in parallel; t_server is one rank's.
+    compute = q["t_backbone"] + q["t_gemm"] + q["t_server"]
+    q["t_step"] = compute + q["t_elem"] + q["t_net"]
+    q["t_step_mt"] = compute + q["t_elem"] / a.cores + q["t_net"]  # element-wise part on all cores
+    q["compute_mt"] = compute + q["t_elem"] / a.cores
+    q["node"] = a.node_gib * GiB * a.usable
+    return q
+
+
+def largest(ok, lo=1e5, hi=1e13):
+    """The largest C (to 0.1%) with ok(C), ok monotone decreasing."""
+    if not ok(lo):
+        return 0
+    while hi / lo > 1.001:
+        mid = (lo * hi) ** 0.5
+        lo, hi = (mid, hi) if ok(mid) else (lo, mid)
+    return lo
+
+
 def model(args):
     k = json.load(open(args.constants))
     a = args
-    node = a.node_gib * GiB * a.usable
-    gbps = [25, 100]
     mo = k["measured_on"]
     print(f"Constants: {os.path.relpath(args.constants)} (measured {mo['date']}, {mo['cpu']}, commit {mo['commit']}). "
           f"Assumed: D = {a.dim}, sample_rate {a.rate}, SGD with momentum (sparse), r50 backbone, batch {a.batch} per "
           f"worker node (one worker rank with {a.cores} threads), {a.server_ranks} server ranks per server node, "
-          f"{a.node_gib} GiB nodes of which {a.usable:.0%} usable, half the nodes workers and half servers.\n")
-    print("| identities | nodes (W + P) | global batch | server node memory | worker node memory (logits) "
-          "| bytes/step worker node | bytes/step server node | backbone s | logits s (GEMM + element-wise) "
-          "| server s | network s at 25 / 100 Gb/s | step s at 25 / 100 Gb/s | fits? |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          f"{a.node_gib:g} GiB nodes of which {a.usable:.0%} usable; N nodes = N/2 worker + N/2 server nodes.\n")
+    print("| identities | nodes (W + P) | global batch | server node GiB | worker node GiB (logits) "
+          "| GB/step per worker node / server node | backbone s | logits GEMMs s | logits element-wise s, 1 thread "
+          "| server s | network s at 25 / 100 Gb/s | step s at 25 / 100 Gb/s | step s, element-wise on all cores, "
+          "25 / 100 Gb/s | samples/s (that, 100 Gb/s) | fits in 256 GiB nodes? |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for C in (10_000_000, 100_000_000, 1_000_000_000):
         for N in a.nodes:
-            Wn = Pn = N // 2
-            p = [predict(k, C, a.dim, a.rate, a.batch, Wn, Pn * a.server_ranks, cores=a.cores, bw=g * 1e9 / 8)
-                 for g in gbps]
-            q = p[0]
-            srv_node = q["server_mem"] * a.server_ranks
-            # The server figures are per rank; a server node carries server_ranks of them.
-            bytes_s_node = q["bytes_server"] * a.server_ranks
-            t_net = [max(x["bytes_worker"], bytes_s_node) / (g * 1e9 / 8) for x, g in zip(p, gbps)]
-            steps = [x["t_step"] - x["t_net"] + t for x, t in zip(p, t_net)]
-            fits = []
-            if srv_node > node: fits.append("server memory")
-            if q["worker_mem"] > node: fits.append("worker memory")
-            print(f"| {C:,} | {N} ({Wn} + {Pn}) | {q['G']:,} | {gib(srv_node)} GiB | {gib(q['worker_mem'])} GiB "
-                  f"({gib(q['logits_mem'])}) | {q['bytes_worker'] / 1e9:.2f} GB | {bytes_s_node / 1e9:.2f} GB "
-                  f"| {q['t_backbone']:.2f} | {q['t_gemm'] + q['t_elem']:.1f} ({q['t_gemm']:.1f} + {q['t_elem']:.1f}) "
-                  f"| {q['t_server']:.2f} | {t_net[0]:.2f} / {t_net[1]:.2f} | {steps[0]:.1f} / {steps[1]:.1f} "
-                  f"| {'no: ' + ', '.join(fits) if fits else 'yes'} |")
-    # The largest C a cluster of a.cluster nodes trains, over every worker/server split.
-    best = None
+            q, r = layout(k, a, C, N // 2, N // 2, 25), layout(k, a, C, N // 2, N // 2, 100)
+            bad = [w for w, m in (("server", q["server_node_mem"]), ("worker", q["worker_mem"])) if m > q["node"]]
+            print(f"| {C:,} | {N} ({N // 2} + {N // 2}) | {q['G']:,} | {gib(q['server_node_mem'])} "
+                  f"| {gib(q['worker_mem'])} ({gib(q['logits_mem'])}) | {q['bytes_worker'] / 1e9:.2f} / "
+                  f"{q['bytes_server_node'] / 1e9:.2f} | {q['t_backbone']:.2f} | {q['t_gemm']:.2f} | {q['t_elem']:.1f} "
+                  f"| {q['t_server']:.3f} | {q['t_net']:.2f} / {r['t_net']:.2f} | {q['t_step']:.1f} / {r['t_step']:.1f} "
+                  f"| {q['t_step_mt']:.1f} / {r['t_step_mt']:.1f} | {r['G'] / r['t_step_mt']:,.0f} "
+                  f"| {'no: ' + ' and '.join(bad) + ' memory' if bad else 'yes'} |")
+    print("\nWhere each limit is reached, N/2 worker + N/2 server nodes (identities):\n")
+    print("| nodes | server memory full | worker memory full (logits B_global x K/W) "
+          "| network (25 Gb/s) slower than compute | network (100 Gb/s) slower than compute | first |")
+    print("|---|---|---|---|---|---|")
+    for N in (8, 16, 32, 64):
+        W = P = N // 2
+        lim = {"server memory": largest(lambda C: layout(k, a, C, W, P, 25)["server_node_mem"] <= a.node_gib * GiB * a.usable),
+               "worker memory": largest(lambda C: layout(k, a, C, W, P, 25)["worker_mem"] <= a.node_gib * GiB * a.usable)}
+        net = {g: largest(lambda C: layout(k, a, C, W, P, g)["t_net"] <= layout(k, a, C, W, P, g)["compute_mt"])
+               for g in (25, 100)}
+        lim["network at 25 Gb/s"] = net[25]
+        first = min(lim, key=lim.get)
+        f = lambda v: f"{v / 1e6:,.0f}M" if v < 1e12 else "never"
+        print(f"| {N} | {f(lim['server memory'])} | {f(lim['worker memory'])} | {f(net[25])} | {f(net[100])} "
+              f"| {first} at {f(lim[first])} |")
+    # The largest C the cluster trains, over every worker/server split.
+    best = (0, 0, 0)
     for Wn in range(1, a.cluster):
         Pn = a.cluster - Wn
-        lo, hi = 1e6, 1e12
-        for _ in range(60):
-            mid = (lo * hi) ** 0.5
-            q = predict(k, mid, a.dim, a.rate, a.batch, Wn, Pn * a.server_ranks, cores=a.cores, bw=gbps[0] * 1e9 / 8)
-            ok = q["server_mem"] * a.server_ranks <= node and q["worker_mem"] <= node
-            lo, hi = (mid, hi) if ok else (lo, mid)
-        if not best or lo > best[0]:
-            best = (lo, Wn, Pn)
+        C = largest(lambda C: (lambda q: q["server_node_mem"] <= q["node"] and q["worker_mem"] <= q["node"])(
+            layout(k, a, C, Wn, Pn, 25)))
+        best = max(best, (C, Wn, Pn))
     C, Wn, Pn = best
-    q = [predict(k, C, a.dim, a.rate, a.batch, Wn, Pn * a.server_ranks, cores=a.cores, bw=g * 1e9 / 8) for g in gbps]
-    t_net = [max(x["bytes_worker"], x["bytes_server"] * a.server_ranks) / (g * 1e9 / 8) for x, g in zip(q, gbps)]
-    x = q[0]
-    print(f"\n{a.cluster} nodes x {a.node_gib} GiB: at most {C / 1e9:.2f} billion identities, with {Wn} worker nodes "
-          f"and {Pn} server nodes (global batch {x['G']:,}, K = {x['K']:,.0f} sampled classes a step): server node "
-          f"{gib(x['server_mem'] * a.server_ranks)} GiB, worker node {gib(x['worker_mem'])} GiB of which logits "
-          f"{gib(x['logits_mem'])} GiB; step {x['t_step'] - x['t_net'] + t_net[0]:.1f} s at 25 Gb/s, "
-          f"{x['t_step'] - x['t_net'] + t_net[1]:.1f} s at 100 Gb/s "
-          f"(element-wise logits {x['t_elem']:.1f} s on one thread; GEMMs {x['t_gemm']:.1f} s).")
+    q, r = layout(k, a, C, Wn, Pn, 25), layout(k, a, C, Wn, Pn, 100)
+    print(f"\n{a.cluster} nodes x {a.node_gib:g} GiB: at most {C / 1e9:.2f} billion identities, with {Wn} worker nodes "
+          f"and {Pn} server nodes (global batch {q['G']:,}, K = {q['K']:,.0f} sampled classes a step): a server node "
+          f"holds {gib(q['server_node_mem'])} GiB, a worker node {gib(q['worker_mem'])} GiB of which logits "
+          f"{gib(q['logits_mem'])} GiB; a step takes {q['t_step']:.0f} s at 25 Gb/s ({r['t_step']:.0f} s at 100 Gb/s), "
+          f"of which {q['t_elem']:.0f} s is the logits' element-wise part on one thread; with that part on all "
+          f"{a.cores} cores, {q['t_step_mt']:.1f} s / {r['t_step_mt']:.1f} s "
+          f"({r['G'] / r['t_step_mt']:,.0f} samples/s at 100 Gb/s).")
 
 
 # ---------------------------------------------------------------- the check
@@ -255,6 +290,7 @@ def check(args):
     print(f"predicted total {need / GiB:.1f} GiB; available {avail / GiB:.1f} GiB", file=sys.stderr)
     if need > 0.6 * avail:
         sys.exit("not enough free memory on this machine for the check now; try later or a smaller --classes")
+    LOAD.append(open("/proc/loadavg").read().split()[0])
     log, peaks = job(args.build, W, P, C, D, rate, b, args.steps, ["--profile", "1", "--frequent", str(args.steps // 2)])
     t, by = window(profile_windows(log))
     mib = lambda v: f"{v / 2**20:,.0f} MiB"
@@ -268,17 +304,28 @@ def check(args):
             ("bytes pushed per step (all workers)", p["K"] * 4 * D, by["pushed"], lambda v: f"{v:,.0f}"),
             ("framing bytes per step", p["K"] * k["protocol"]["framing_bytes_per_row"], by["headers"],
              lambda v: f"{v:,.0f}"),
-            ("logits s/step (fc loss, one thread)", p["t_gemm"] + p["t_elem"], t["logits"], lambda v: f"{v:.3f}"),
-            ("server + transfer s/step (pull_wait + push_wait)", p["t_server"] + p["t_net"],
-             t["pull_wait"] + t["push_wait"], lambda v: f"{v:.3f}")]
+            ]
     for name, pv, mv, fmt in rows:
         print(f"| {name} | {fmt(pv)} | {fmt(mv)} | {mv / pv:.2f} |")
+    # Wall-clock phases against CPU-time constants: on a machine shared with other
+    # work a rank gets only part of a core, so the times are also shown divided by
+    # the CPU share each role got over the job (CPU time / wall time, /usr/bin/time).
+    sw = statistics.mean(SHARE[r] for r in range(W))
+    ss = statistics.mean(SHARE[r] for r in range(W, W + P))
     rest = sum(t.values()) - t["logits"] - t["pull_wait"] - t["push_wait"]
-    print(f"| step s (measured backbone, data, gather, all-reduce, optimizer {rest:.3f} s + the above) "
-          f"| {rest + p['t_gemm'] + p['t_elem'] + p['t_server'] + p['t_net']:.3f} | {sum(t.values()):.3f} | "
-          f"{sum(t.values()) / (rest + p['t_gemm'] + p['t_elem'] + p['t_server'] + p['t_net']):.2f} |")
-    print(f"\n(peaks per rank: {', '.join(mib(peaks[r]) for r in sorted(peaks))}; load average "
-          f"{open('/proc/loadavg').read().split()[0]})")
+    times = [("logits s/step (fc loss, one thread)", p["t_gemm"] + p["t_elem"], sw, t["logits"]),
+             ("server + transfer s/step (pull_wait + push_wait)", p["t_server"] + p["t_net"], ss,
+              t["pull_wait"] + t["push_wait"])]
+    pred = rest + sum(x[1] / x[2] for x in times)
+    print(f"\n| time (workers got {sw:.0%} of a core, servers {ss:.0%}; load average {LOAD[0]} at start, "
+          f"{open('/proc/loadavg').read().split()[0]} at end) | predicted CPU s | predicted / CPU share "
+          f"| measured wall s | measured / (predicted / share) |")
+    print("|---|---|---|---|---|")
+    for name, pv, share, mv in times:
+        print(f"| {name} | {pv:.3f} | {pv / share:.3f} | {mv:.3f} | {mv / (pv / share):.2f} |")
+    print(f"| step (the above + measured backbone, data, gather, all-reduce, optimizer: {rest:.3f} s) | | "
+          f"{pred:.3f} | {sum(t.values()):.3f} | {sum(t.values()) / pred:.2f} |")
+    print(f"\n(peaks per rank: {', '.join(mib(peaks[r]) for r in sorted(peaks))})")
 
 
 def main():
