@@ -246,7 +246,8 @@ def model(args):
                   f"| {'no: ' + ' and '.join(bad) + ' memory' if bad else 'yes'} |")
     print("\nWhere each limit is reached, N/2 worker + N/2 server nodes (identities):\n")
     print("| nodes | server memory full | worker memory full (logits B_global x K/W) "
-          "| network (25 Gb/s) slower than compute | network (100 Gb/s) slower than compute | first |")
+          "| network (25 Gb/s) slower than compute (element-wise on all cores) | the same at 100 Gb/s "
+          "| first limit |")
     print("|---|---|---|---|---|---|")
     for N in (8, 16, 32, 64):
         W = P = N // 2
