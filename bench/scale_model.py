@@ -29,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_JSON = os.path.join(HERE, "results", "scale_constants.json")
@@ -37,7 +38,24 @@ ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIR
 CHUNK = 1 << 20  # msg_chunk_bytes of every measured job: split messages, as a large job needs
 GiB = 2**30
 LOAD = []  # load average when the check started
-SHARE = {}  # rank -> CPU time / wall time of the last job (how much of a core it got)
+CPU_AT = []  # (wall s, {rank: CPU s}) at each progress line of the last job
+
+
+def cpu_times(out):
+    """{rank: user + system CPU seconds} of the job's arcface-train processes (the ones
+    whose command line names the output folder `out`)."""
+    tick, got = os.sysconf("SC_CLK_TCK"), {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if out not in open(f"/proc/{pid}/cmdline").read() or open(f"/proc/{pid}/comm").read().strip() != "arcface-train":
+                continue
+            env = open(f"/proc/{pid}/environ").read().split("\0")
+            rank = int(next(e.split("=", 1)[1] for e in env if e.startswith("OMPI_COMM_WORLD_RANK=")))
+            f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+            got[rank] = (int(f[11]) + int(f[12])) / tick  # utime, stime
+        except (OSError, StopIteration, ValueError, IndexError):
+            continue
+    return got
 
 
 # ---------------------------------------------------------------- measuring
@@ -46,28 +64,39 @@ def job(build, W, P, C, D, rate, batch, steps, extra=(), out=None):
     """Runs a job; returns (log, {rank: peak bytes})."""
     out = out or tempfile.mkdtemp(prefix="scale_model_")
     # One file per rank: lines on a shared stderr interleave.
-    wrap = ["sh", "-c", f'exec /usr/bin/time -o {out}.peak.$OMPI_COMM_WORLD_RANK -f "%M %e %U %S" "$@"', "sh"]
+    wrap = ["sh", "-c", f'exec /usr/bin/time -o {out}.peak.$OMPI_COMM_WORLD_RANK -f "%M" "$@"', "sh"]
     cmd = MPI + ["-np", str(W + P)] + wrap + [
         os.path.join(build, "bin", "arcface-train"), "--resume", "none", "--output", out, "--network", "fmnist",
         "--embedding_size", str(D), "--num_classes", str(C), "--ps", str(P), "--sample_rate", str(rate),
         "--batch_size", str(batch), "--max_steps", str(steps), "--save_every", "0", "--loader_threads", "1",
         "--threads", "1", "--msg_chunk_bytes", str(CHUNK),
         "--rec", "synthetic:ids=1000,per_id=2,size=28,channels=1,seed=1"] + list(extra)
-    r = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=1800)
+    # stdout is read line by line so that each rank's CPU time can be sampled when a
+    # progress line appears (CPU_AT: [(wall s, {rank: CPU s})], one entry per line).
+    CPU_AT.clear()
+    with tempfile.TemporaryFile(mode="w+") as err:
+        pr = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=ENV)
+        lines = []
+        for line in pr.stdout:
+            lines.append(line)
+            if line.startswith("Training: "):
+                CPU_AT.append((time.monotonic(), cpu_times(out)))
+        rc = pr.wait()
+        err.seek(0)
+        stderr = err.read()
+    stdout = "".join(lines)
     subprocess.run(["rm", "-rf", out])
-    if r.returncode:
-        sys.exit(f"the job C = {C}, D = {D} failed (exit {r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    if rc:
+        sys.exit(f"the job C = {C}, D = {D} failed (exit {rc}):\n{stdout[-3000:]}\n{stderr[-3000:]}")
     peaks = {}
     for rank in range(W + P):
         path = f"{out}.peak.{rank}"
         try:
-            kib, wall, user, sys_ = open(path).read().split()[-4:]
-            peaks[rank] = int(kib) * 1024  # ru_maxrss in KiB
-            SHARE[rank] = (float(user) + float(sys_)) / max(float(wall), 1e-9)
+            peaks[rank] = int(open(path).read().split()[-1]) * 1024  # ru_maxrss in KiB
             os.remove(path)
         except (OSError, ValueError, IndexError) as e:
             sys.exit(f"no peak memory of rank {rank} from /usr/bin/time in {path}: {e}")
-    return r.stdout, peaks
+    return stdout, peaks
 
 
 def profile_windows(log):
@@ -308,24 +337,26 @@ def check(args):
             ]
     for name, pv, mv, fmt in rows:
         print(f"| {name} | {fmt(pv)} | {fmt(mv)} | {mv / pv:.2f} |")
-    # Wall-clock phases against CPU-time constants: on a machine shared with other
-    # work a rank gets only part of a core, so the times are also shown divided by
-    # the CPU share each role got over the job (CPU time / wall time, /usr/bin/time).
-    sw = statistics.mean(SHARE[r] for r in range(W))
-    ss = statistics.mean(SHARE[r] for r in range(W, W + P))
-    rest = sum(t.values()) - t["logits"] - t["pull_wait"] - t["push_wait"]
-    times = [("logits s/step (fc loss, one thread)", p["t_gemm"] + p["t_elem"], sw, t["logits"]),
-             ("server + transfer s/step (pull_wait + push_wait)", p["t_server"] + p["t_net"], ss,
-              t["pull_wait"] + t["push_wait"])]
-    pred = rest + sum(x[1] / x[2] for x in times)
-    print(f"\n| time (workers got {sw:.0%} of a core, servers {ss:.0%}; load average {LOAD[0]} at start, "
-          f"{open('/proc/loadavg').read().split()[0]} at end) | predicted CPU s | predicted / CPU share "
-          f"| measured wall s | measured / (predicted / share) |")
-    print("|---|---|---|---|---|")
-    for name, pv, share, mv in times:
-        print(f"| {name} | {pv:.3f} | {pv / share:.3f} | {mv:.3f} | {mv / (pv / share):.2f} |")
-    print(f"| step (the above + measured backbone, data, gather, all-reduce, optimizer: {rest:.3f} s) | | "
-          f"{pred:.3f} | {sum(t.values()):.3f} | {sum(t.values()) / pred:.2f} |")
+    # The constants are CPU times of one thread; on a machine shared with other work a
+    # rank gets only part of a core. Each rank's CPU time is sampled at the progress
+    # lines (steps n/2 and n): a server sleeps between messages, so its CPU time per
+    # step is its work; a worker polls while it waits (always runnable), so its CPU
+    # time over wall time is the share of a core it got, and a phase's CPU time is
+    # its wall time times that share.
+    (t0, c0), (t1, c1) = CPU_AT[0], CPU_AT[-1]
+    n = args.steps - args.steps // 2
+    share = {r: (c1[r] - c0[r]) / (t1 - t0) for r in c1}
+    sw = statistics.mean(share[r] for r in range(W))
+    srv_cpu = statistics.mean(c1[r] - c0[r] for r in range(W, W + P)) / n
+    srv_pred = p["t_server"] + (p["K"] / P) * 4 * D / k["compute"]["memcpy_bytes_per_s"]
+    print(f"\n| time per step (load average {LOAD[0]} at start, {open('/proc/loadavg').read().split()[0]} at end; "
+          f"the workers got {sw:.0%} of a core) | predicted CPU s | measured | measured / predicted |")
+    print("|---|---|---|---|")
+    print(f"| a server's CPU time (pull, push, sparse update of {p['K'] / P:,.0f} rows; receiving the pushes) "
+          f"| {srv_pred:.3f} | {srv_cpu:.3f} | {srv_cpu / srv_pred:.2f} |")
+    print(f"| a worker's logits (af_fc_loss, one thread): wall {t['logits']:.3f} s x its share of a core "
+          f"| {p['t_gemm'] + p['t_elem']:.3f} | {t['logits'] * sw:.3f} | {t['logits'] * sw / (p['t_gemm'] + p['t_elem']):.2f} |")
+    print(f"| the whole step, wall (not predicted: fmnist's backbone is not in the model) | | {sum(t.values()):.3f} | |")
     print(f"\n(peaks per rank: {', '.join(mib(peaks[r]) for r in sorted(peaks))})")
 
 
