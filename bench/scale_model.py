@@ -18,7 +18,7 @@ per sampled row measured, not assumed:
 where count = C / P, K = sample_rate x C (the sampled classes of a step), slice = K / W,
 touched = K / P, and a, b come from two jobs at D = 16 and D = 64 (sample_rate 1, where
 every class is sampled, so the per-row terms dominate). Re-run `measure` after a change
-to the transport or the worker's buffers (helper `stream` is shrinking them now).
+to the transport, the server's or the worker's buffers, or the fc kernels.
 Uses /usr/bin/python3 or any Python 3 (no third-party modules)."""
 import argparse
 import datetime
@@ -352,8 +352,8 @@ def check(args):
     print(f"\n| time per step (load average {LOAD[0]} at start, {open('/proc/loadavg').read().split()[0]} at end; "
           f"the workers got {sw:.0%} of a core) | predicted CPU s | measured | measured / predicted |")
     print("|---|---|---|---|")
-    print(f"| a server's CPU time (pull, push, sparse update of {p['K'] / P:,.0f} rows; receiving the pushes) "
-          f"| {srv_pred:.3f} | {srv_cpu:.3f} | {srv_cpu / srv_pred:.2f} |")
+    print(f"| a server's CPU time (pull, push, sparse update of {p['K'] / P:,.0f} rows; receiving the pushes); "
+          f"it used {srv_cpu * n / (t1 - t0):.0%} of a core | {srv_pred:.3f} | {srv_cpu:.3f} | {srv_cpu / srv_pred:.2f} |")
     print(f"| a worker's logits (af_fc_loss, one thread): wall {t['logits']:.3f} s x its share of a core "
           f"| {p['t_gemm'] + p['t_elem']:.3f} | {t['logits'] * sw:.3f} | {t['logits'] * sw / (p['t_gemm'] + p['t_elem']):.2f} |")
     print(f"| the whole step, wall (not predicted: fmnist's backbone is not in the model) | | {sum(t.values()):.3f} | |")
