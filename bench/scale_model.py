@@ -112,9 +112,9 @@ def profile_windows(log):
     return rows
 
 
-def window(rows, first=1):
-    """Per-step averages over the steps after the `first`-th logged line (warm-up dropped)."""
-    (s0, t0, b0), (s1, t1, b1) = rows[first - 1], rows[-1]
+def window(rows, first=0, last=-1):
+    """Per-step averages between two logged lines (the steps before the first dropped: warm-up)."""
+    (s0, t0, b0), (s1, t1, b1) = rows[first], rows[last]
     n = s1 - s0
     avg = lambda a, b, k: (b[k] * s1 - a[k] * s0) / n
     return {k: avg(t0, t1, k) for k in t1}, {k: avg(b0, b1, k) for k in b1}
@@ -321,11 +321,14 @@ def check(args):
     if need > 0.6 * avail:
         sys.exit("not enough free memory on this machine for the check now; try later or a smaller --classes")
     LOAD.append(open("/proc/loadavg").read().split()[0])
-    log, peaks = job(args.build, W, P, C, D, rate, b, args.steps, ["--profile", "1", "--frequent", str(args.steps // 2)])
-    t, by = window(profile_windows(log))
+    # Three progress lines; the window is between the first two, so that the last
+    # step's line (which mpirun may pass on late, after the final checkpoint) is not in it.
+    third = args.steps // 3
+    log, peaks = job(args.build, W, P, C, D, rate, b, args.steps, ["--profile", "1", "--frequent", str(third)])
+    t, by = window(profile_windows(log), 0, 1)
     mib = lambda v: f"{v / 2**20:,.0f} MiB"
     print(f"\n### Check: C = {C:,}, D = {D}, sample_rate {rate}, {W} workers + {P} servers, batch {b} per worker, "
-          f"fmnist, msg_chunk_bytes {CHUNK}, steps {args.steps // 2 + 1}-{args.steps}\n")
+          f"fmnist, msg_chunk_bytes {CHUNK}, steps {third + 1}-{2 * third}\n")
     print("| quantity | predicted | measured | measured / predicted |")
     print("|---|---|---|---|")
     rows = [("server peak memory (rank 2, 3)", p["server_mem"], statistics.mean(peaks[r] for r in (2, 3)), mib),
@@ -339,12 +342,12 @@ def check(args):
         print(f"| {name} | {fmt(pv)} | {fmt(mv)} | {mv / pv:.2f} |")
     # The constants are CPU times of one thread; on a machine shared with other work a
     # rank gets only part of a core. Each rank's CPU time is sampled at the progress
-    # lines (steps n/2 and n): a server sleeps between messages, so its CPU time per
-    # step is its work; a worker polls while it waits (always runnable), so its CPU
-    # time over wall time is the share of a core it got, and a phase's CPU time is
-    # its wall time times that share.
-    (t0, c0), (t1, c1) = CPU_AT[0], CPU_AT[-1]
-    n = args.steps - args.steps // 2
+    # lines: a worker polls while it waits (always runnable), so its CPU time over
+    # wall time is the share of a core it got, and a phase's CPU time is its wall
+    # time times that share. A server's CPU time includes what it spends waiting
+    # inside MPI for split messages to complete.
+    (t0, c0), (t1, c1) = CPU_AT[0], CPU_AT[1]
+    n = third
     share = {r: (c1[r] - c0[r]) / (t1 - t0) for r in c1}
     sw = statistics.mean(share[r] for r in range(W))
     srv_cpu = statistics.mean(c1[r] - c0[r] for r in range(W, W + P)) / n
@@ -356,7 +359,8 @@ def check(args):
           f"it used {srv_cpu * n / (t1 - t0):.0%} of a core | {srv_pred:.3f} | {srv_cpu:.3f} | {srv_cpu / srv_pred:.2f} |")
     print(f"| a worker's logits (af_fc_loss, one thread): wall {t['logits']:.3f} s x its share of a core "
           f"| {p['t_gemm'] + p['t_elem']:.3f} | {t['logits'] * sw:.3f} | {t['logits'] * sw / (p['t_gemm'] + p['t_elem']):.2f} |")
-    print(f"| the whole step, wall (not predicted: fmnist's backbone is not in the model) | | {sum(t.values()):.3f} | |")
+    print(f"| the whole step, wall (not predicted: fmnist's backbone is not in the model); the CPU samples' "
+          f"window: {(t1 - t0) / n:.3f} s per step | | {sum(t.values()):.3f} | |")
     print(f"\n(peaks per rank: {', '.join(mib(peaks[r]) for r in sorted(peaks))})")
 
 
@@ -384,7 +388,7 @@ def main():
     c.add_argument("--dim", type=int, default=128)
     c.add_argument("--rate", type=float, default=0.1)
     c.add_argument("--batch", type=int, default=16)
-    c.add_argument("--steps", type=int, default=8)
+    c.add_argument("--steps", type=int, default=12)
     a = ap.parse_args()
     {"measure": measure, "model": model, "check": check}[a.cmd](a)
 
