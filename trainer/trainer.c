@@ -39,6 +39,7 @@ typedef struct {
     af_worker w;
     af_ps_shard shard;
     int64_t total_steps, warmup_steps, stop_step, steps_per_epoch;
+    int64_t lr_total, lr_warmup; /* the lr schedule's, in micro-batches (arcface_torch's total_step, warmup_step) */
     FILE *metrics;
     int resume;               /* a checkpoint is being resumed */
     char resume_path[AF_CFG_STR + 64];
@@ -387,11 +388,14 @@ static af_status run_worker(job *j)
     j->steps_per_epoch = af_loader_steps_per_epoch(w->loader);
     j->total_steps = j->steps_per_epoch * j->cfg.num_epoch / acc;
     j->warmup_steps = j->steps_per_epoch * j->cfg.warmup_epoch / acc;
+    j->lr_total = j->steps_per_epoch * j->cfg.num_epoch;
+    j->lr_warmup = j->steps_per_epoch * j->cfg.warmup_epoch;
     j->stop_step = j->cfg.max_steps > 0 && j->cfg.max_steps < j->total_steps ? j->cfg.max_steps : j->total_steps;
     if (j->ctx.rank == 0) {
-        printf("schedule: %lld micro-steps per epoch, %lld optimizer steps in total (warmup %lld), stopping after %lld\n",
+        printf("schedule: %lld micro-steps per epoch, %lld optimizer steps in total (warmup %lld), stopping after %lld; "
+               "lr: arcface_torch's PolyScheduler (power 2) over %lld micro-batches, warmup %lld\n",
                (long long)j->steps_per_epoch, (long long)j->total_steps, (long long)j->warmup_steps,
-               (long long)j->stop_step);
+               (long long)j->stop_step, (long long)j->lr_total, (long long)j->lr_warmup);
         fflush(stdout);
     }
     int64_t first = j->resume ? j->info.step : 0, win_steps = 0;
@@ -407,7 +411,7 @@ static af_status run_worker(job *j)
         return af_worker_shutdown(w, first, 0);
     }
     for (int64_t s = first; s < j->stop_step; s++) {
-        float lr = af_lr_at(j->cfg.lr, s, j->warmup_steps, j->total_steps);
+        float lr = af_lr_at(j->cfg.lr, s, acc, j->lr_warmup, j->lr_total);
         double loss;
         if ((st = af_worker_step(w, s, lr, &loss))) return af_error_wrap(st, "optimizer step %lld", (long long)s);
         win_steps++;
