@@ -294,7 +294,9 @@ static af_status evaluate(job *j, int64_t step, const char *ckpt_path)
             af_valset_result r;
             double t0 = MPI_Wtime();
             if ((st = af_valset_run(j->val[i], bb, centres, nc, &r, NULL))) break;
-            af_verify_log_insightface(stdout, j->val_name[i], (long long)step, &r.ver, &j->val_best[i]);
+            /* arcface_torch's global_step counts micro-batches */
+            af_verify_log_insightface(stdout, j->val_name[i], (long long)step * j->cfg.gradient_acc, &r.ver,
+                                      &j->val_best[i]);
             printf("Eval: step %lld %s: accuracy %.5f +- %.5f, XNorm %.4f, TAR@FAR=1e-3 %.5f", (long long)step,
                    j->val_name[i], r.ver.acc_mean, r.ver.acc_std, r.ver.xnorm, r.ver.tar[0].tar_mean);
             if (r.has_centre) printf(", nearest-centre accuracy %.5f", r.centre_acc);
@@ -369,6 +371,14 @@ static void log_step(job *j, int64_t step, double loss, double step_loss, float 
     *win_steps = 0;
 }
 
+/* Whether optimizer step s (0-based, acc micro-batches) reaches a multiple of n
+ * micro-batches: arcface_torch counts verbose and frequent in micro-batches
+ * (global_step), so with gradient_acc > 1 they fire as often as there. */
+static int every_micro(int64_t s, int acc, int n)
+{
+    return n > 0 && (s + 1) * acc / n > s * acc / n;
+}
+
 static af_status run_worker(job *j)
 {
     af_status st = af_worker_init(&j->w, &j->ctx, &j->cfg, j->ds, j->resume ? j->info.epoch : 0,
@@ -417,7 +427,7 @@ static af_status run_worker(job *j)
         win_steps++;
         win_loss += loss;
         int last = s + 1 == j->stop_step;
-        int eval_now = j->n_val > 0 && (last || (j->cfg.verbose > 0 && (s + 1) % j->cfg.verbose == 0));
+        int eval_now = j->n_val > 0 && (last || every_micro(s, acc, j->cfg.verbose));
         /* An evaluation needs the class centres, which live on the servers: it
          * reads them from a checkpoint of the same step. */
         int ckpt_now = last || eval_now || (j->cfg.save_every > 0 && (s + 1) % j->cfg.save_every == 0);
@@ -428,7 +438,7 @@ static af_status run_worker(job *j)
         t_pause = MPI_Wtime() - t_pause;
         win_t0 += t_pause;
         t_start += t_pause;
-        int log_now = (s + 1) % j->cfg.frequent == 0 || last || eval_now;
+        int log_now = every_micro(s, acc, j->cfg.frequent) || last || eval_now;
         if (log_now && j->cfg.profile && j->ctx.W > 1) {
             /* Traffic is per worker; the log shows the job's total. */
             uint64_t mine[3] = {w->bytes_pulled, w->bytes_pushed, w->msg_header_bytes}, sum[3];

@@ -23,6 +23,9 @@ run from the arcface_torch folder. Cases:
   8. arcface-eval on a Fashion-MNIST network trained on 3-channel images (it
      refused the checkpoint's conv1.weight): the training run's accuracy on the
      same .bin
+  9. gradient_acc 2 with verbose 2 (the same run): evaluated every 2
+     micro-batches and logged as [tiny][2], [tiny][4], as arcface_torch's
+     global_step (it evaluated every 2 optimizer steps, logged as [tiny][2])
 usage: train_start.py ARCFACE_TRAIN ARCFACE_EVAL MPIRUN_WORDS_SEPARATED_BY_BAR WORKDIR"""
 import csv
 import os
@@ -227,8 +230,15 @@ def main():
     # trainer did: the same accuracy on the same .bin as the run's own evaluation.
     r, dt = run([train, "--network", "fmnist", "--embedding_size", "16", "--rec",
                  "synthetic:ids=20,per_id=4,size=28,channels=3", "--batch_size", "8", "--resume", "none",
-                 "--output", "rgb_model", "--val_targets", tiny_bin, "--verbose", "2"] + fast, work)
+                 "--output", "rgb_model", "--val_targets", tiny_bin, "--verbose", "2", "--gradient_acc", "2"] + fast,
+                work)
     check(r.returncode == 0, f"a fmnist-network model trained on 3-channel images: exit {r.returncode}", r.stderr[-300:])
+    # 9. (the same run) gradient_acc 2: arcface_torch's global_step, which verbose
+    # counts and its log lines show, is the micro-batch: evaluations at micro-batch
+    # 2 and 4 (optimizer steps 1 and 2), logged as [tiny][2] and [tiny][4].
+    steps = re.findall(r"-\[tiny\]\[(\d+)\]XNorm", r.stdout)
+    check(steps == ["2", "4"], f"gradient_acc 2, verbose 2: evaluated and logged at global steps {steps} "
+          "(micro-batches, as arcface_torch), expected ['2', '4']")
     rgb_dir = os.path.join(work, "rgb_model")
     rows = list(csv.DictReader(open(os.path.join(rgb_dir, "metrics.csv")))) if os.path.exists(
         os.path.join(rgb_dir, "metrics.csv")) else []
