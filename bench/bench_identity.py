@@ -30,7 +30,8 @@ def peaks(C):
     out = tempfile.mkdtemp(prefix="bench_identity_")
     cmd = MPI + ["-np", str(W + P)] + WRAP + [
         BIN, "--resume", "none", "--output", out, "--network", "fmnist", "--embedding_size", str(D),
-        "--num_classes", str(C), "--ps", str(P), "--sample_rate", "1.0", "--batch_size", "4", "--max_steps", "3",
+        "--num_classes", str(C), "--ps", str(P), "--sample_rate", "1.0", "--fc_update", "sparse",
+        "--batch_size", "4", "--max_steps", "3",
         "--frequent", "1", "--save_every", "0", "--loader_threads", "1", "--threads", "1",
         "--rec", "synthetic:ids=1000,per_id=2,size=28,channels=1,seed=1"] + EXTRA
     r = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=1800)

@@ -30,7 +30,10 @@ TMP = tempfile.mkdtemp(prefix="bench_trainer_")
 
 def train(np_, args, tag):
     out = os.path.join(TMP, tag)
-    cmd = ([] if np_ == 1 else MPI + ["-np", str(np_)]) + [BIN, "--resume", "none", "--output", out] + args
+    # Identity scale: only the sampled rows are stepped (fc_update = sparse, not
+    # the default dense update of insightface, which costs C x D every step).
+    cmd = ([] if np_ == 1 else MPI + ["-np", str(np_)]) + [BIN, "--resume", "none", "--output", out,
+                                                          "--fc_update", "sparse"] + args
     r = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=3600)
     if r.returncode:
         sys.exit(f"{tag} failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")

@@ -60,7 +60,9 @@ void af_config_defaults(af_config *c)
     snprintf(c->margin_grad, sizeof c->margin_grad, "arcface_torch");
     c->sample_rate = 1.0f;
     c->sample_shards = 1;
-    snprintf(c->fc_update, sizeof c->fc_update, "sparse");
+    /* insightface's default: PartialFC_V2's weight is one torch Parameter, so
+     * SGD's momentum and weight decay move every row every step. */
+    snprintf(c->fc_update, sizeof c->fc_update, "dense");
     c->batch_size = 128;
     c->lr = 0.1f; c->momentum = 0.9f; c->weight_decay = 5e-4f; c->clip_grad = 5.0f;
     snprintf(c->optimizer, sizeof c->optimizer, "sgd");
@@ -450,12 +452,6 @@ af_status af_config_parse_args(af_config *c, int argc, char **argv, int first)
         if (strlen(val) >= sizeof text) return af_errorf(AF_ERR_ARG, "command line: value of '--%s' is too long", key);
         strcpy(text, val);
         if ((st = assign(c, &cl, key, text, "command line", 1))) return st;
-    }
-    /* arcface_torch's AdamW steps every fc row (its weight is one Parameter):
-     * an AdamW run that does not choose fc_update gets the dense update. */
-    if (!strcmp(c->optimizer, "adamw") && !strcmp(af_config_where(c, "fc_update"), "default")) {
-        snprintf(c->fc_update, sizeof c->fc_update, "dense");
-        snprintf(c->where[find_key("fc_update") - keys], sizeof c->where[0], "implied by optimizer = adamw");
     }
     return AF_OK;
 }

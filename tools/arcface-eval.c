@@ -48,6 +48,27 @@ static int usage(void)
     return 2;
 }
 
+/* The channel count a model was trained on, from its stem convolution's weight
+ * (out, in_c, kh, kw): the attributes name the architecture, not the data, and a
+ * Fashion-MNIST network trained on RGB images (or an iResNet on grey ones) must
+ * be rebuilt for it. The stem is the first state_dict entry of every
+ * architecture here; anything unexpected is left to af_backbone_load to name. */
+static af_status trained_channels(hid_t f, const char *path, const af_backbone *bb, int *in_c)
+{
+    *in_c = bb->cfg.in_c;
+    if (!bb->n_tensors) return AF_OK;
+    const af_backbone_tensor *t = &bb->tensors[0];
+    char name[AF_BACKBONE_KEY_MAX + 16];
+    snprintf(name, sizeof name, "/backbone/%s", t->key);
+    if (t->ndim != 4 || t->shape[1] != bb->cfg.in_c || !af_h5_exists(f, name)) return AF_OK;
+    hsize_t dims[AF_H5_MAXRANK];
+    int rank;
+    af_status st = af_h5_shape(f, path, name, &rank, dims);
+    if (st) return st;
+    if (rank == 4 && dims[1] >= 1 && dims[1] <= 4) *in_c = (int)dims[1];
+    return AF_OK;
+}
+
 /* Loads the backbone named by FILE's attributes; *centres gets /fc/weight when present. */
 static af_status load_model(const options *o, af_backbone *bb, float **centres, int64_t *n_centres)
 {
@@ -74,6 +95,13 @@ static af_status load_model(const options *o, af_backbone *bb, float **centres, 
     }
     af_backbone_config bc = {.arch = net, .embedding = (int)D, .max_batch = o->batch, .nthreads = o->threads};
     if ((st = af_backbone_init(bb, &bc))) goto done;
+    int in_c;
+    if ((st = trained_channels(f, o->model, bb, &in_c))) goto done;
+    if (in_c != bb->cfg.in_c) {
+        af_backbone_free(bb);
+        bc.in_c = in_c;
+        if ((st = af_backbone_init(bb, &bc))) goto done;
+    }
     if ((st = af_backbone_load(bb, f, o->model, "/backbone"))) goto done;
     *centres = NULL;
     *n_centres = 0;

@@ -39,6 +39,7 @@ typedef struct {
     af_worker w;
     af_ps_shard shard;
     int64_t total_steps, warmup_steps, stop_step, steps_per_epoch;
+    int64_t lr_total, lr_warmup; /* the lr schedule's, in micro-batches (arcface_torch's total_step, warmup_step) */
     FILE *metrics;
     int resume;               /* a checkpoint is being resumed */
     char resume_path[AF_CFG_STR + 64];
@@ -295,7 +296,9 @@ static af_status evaluate(job *j, int64_t step, const char *ckpt_path)
             af_valset_result r;
             double t0 = MPI_Wtime();
             if ((st = af_valset_run(j->val[i], bb, centres, nc, &r, NULL))) break;
-            af_verify_log_insightface(stdout, j->val_name[i], (long long)step, &r.ver, &j->val_best[i]);
+            /* arcface_torch's global_step counts micro-batches */
+            af_verify_log_insightface(stdout, j->val_name[i], (long long)step * j->cfg.gradient_acc, &r.ver,
+                                      &j->val_best[i]);
             printf("Eval: step %lld %s: accuracy %.5f +- %.5f, XNorm %.4f, TAR@FAR=1e-3 %.5f", (long long)step,
                    j->val_name[i], r.ver.acc_mean, r.ver.acc_std, r.ver.xnorm, r.ver.tar[0].tar_mean);
             if (r.has_centre) printf(", nearest-centre accuracy %.5f", r.centre_acc);
@@ -370,6 +373,14 @@ static void log_step(job *j, int64_t step, double loss, double step_loss, float 
     *win_steps = 0;
 }
 
+/* Whether optimizer step s (0-based, acc micro-batches) reaches a multiple of n
+ * micro-batches: arcface_torch counts verbose and frequent in micro-batches
+ * (global_step), so with gradient_acc > 1 they fire as often as there. */
+static int every_micro(int64_t s, int acc, int n)
+{
+    return n > 0 && (s + 1) * acc / n > s * acc / n;
+}
+
 static af_status run_worker(job *j)
 {
     af_status st = af_worker_init(&j->w, &j->ctx, &j->cfg, j->ds, j->resume ? j->info.epoch : 0,
@@ -389,11 +400,14 @@ static af_status run_worker(job *j)
     j->steps_per_epoch = af_loader_steps_per_epoch(w->loader);
     j->total_steps = j->steps_per_epoch * j->cfg.num_epoch / acc;
     j->warmup_steps = j->steps_per_epoch * j->cfg.warmup_epoch / acc;
+    j->lr_total = j->steps_per_epoch * j->cfg.num_epoch;
+    j->lr_warmup = j->steps_per_epoch * j->cfg.warmup_epoch;
     j->stop_step = j->cfg.max_steps > 0 && j->cfg.max_steps < j->total_steps ? j->cfg.max_steps : j->total_steps;
     if (j->ctx.rank == 0) {
-        printf("schedule: %lld micro-steps per epoch, %lld optimizer steps in total (warmup %lld), stopping after %lld\n",
+        printf("schedule: %lld micro-steps per epoch, %lld optimizer steps in total (warmup %lld), stopping after %lld; "
+               "lr: arcface_torch's PolyScheduler (power 2) over %lld micro-batches, warmup %lld\n",
                (long long)j->steps_per_epoch, (long long)j->total_steps, (long long)j->warmup_steps,
-               (long long)j->stop_step);
+               (long long)j->stop_step, (long long)j->lr_total, (long long)j->lr_warmup);
         fflush(stdout);
     }
     int64_t first = j->resume ? j->info.step : 0, win_steps = 0;
@@ -409,13 +423,13 @@ static af_status run_worker(job *j)
         return af_worker_shutdown(w, first, 0);
     }
     for (int64_t s = first; s < j->stop_step; s++) {
-        float lr = af_lr_at(j->cfg.lr, s, j->warmup_steps, j->total_steps);
+        float lr = af_lr_at(j->cfg.lr, s, acc, j->lr_warmup, j->lr_total);
         double loss;
         if ((st = af_worker_step(w, s, lr, &loss))) return af_error_wrap(st, "optimizer step %lld", (long long)s);
         win_steps++;
         win_loss += loss;
         int last = s + 1 == j->stop_step;
-        int eval_now = j->n_val > 0 && (last || (j->cfg.verbose > 0 && (s + 1) % j->cfg.verbose == 0));
+        int eval_now = j->n_val > 0 && (last || every_micro(s, acc, j->cfg.verbose));
         /* An evaluation needs the class centres, which live on the servers: it
          * reads them from a checkpoint of the same step. */
         int ckpt_now = last || eval_now || (j->cfg.save_every > 0 && (s + 1) % j->cfg.save_every == 0);
@@ -426,7 +440,7 @@ static af_status run_worker(job *j)
         t_pause = MPI_Wtime() - t_pause;
         win_t0 += t_pause;
         t_start += t_pause;
-        int log_now = (s + 1) % j->cfg.frequent == 0 || last || eval_now;
+        int log_now = every_micro(s, acc, j->cfg.frequent) || last || eval_now;
         if (log_now && j->cfg.profile && j->ctx.W > 1) {
             /* Traffic is per worker; the log shows the job's total. */
             uint64_t mine[3] = {w->bytes_pulled, w->bytes_pushed, w->msg_header_bytes}, sum[3];

@@ -18,12 +18,21 @@ const char *const af_timer_names[AF_T_COUNT] = {
  * amortised, small enough that the first buckets start early in backward. */
 #define BUCKET_FLOATS ((size_t)1 << 20)
 
-float af_lr_at(float base, int64_t step, int64_t warmup, int64_t total)
+float af_lr_at(float base, int64_t step, int acc, int64_t warmup, int64_t total)
 {
-    if (step < warmup) return base * (float)step / (float)warmup;
+    /* arcface_torch steps its scheduler after every micro-batch, and its
+     * constructor leaves last_epoch at -1 after computing the lr of 0: the
+     * update that ends micro-batch k (1-based) runs at the lr of k - 2, and
+     * the first one at that of 0. */
+    int64_t e = (step + 1) * (int64_t)(acc > 0 ? acc : 1) - 2;
+    if (e < 0) e = 0;
+    if (e < warmup) return (float)((double)base * ((double)e / (double)warmup));
     if (total <= warmup) return base;
-    double a = 1.0 - (double)(step - warmup) / (double)(total - warmup);
-    return a > 0 ? (float)(base * a) : 0.0f;
+    /* Past total only where insightface's loader outruns its own schedule
+     * (there the curve would rise again); here the decay ends at 0. */
+    if (e > total) e = total;
+    double a = 1.0 - (double)(e - warmup) / (double)(total - warmup);
+    return (float)((double)base * (a * a));
 }
 
 static af_status sum_doubles(void *user, double *buf, size_t n)

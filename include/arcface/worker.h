@@ -95,9 +95,13 @@ af_status af_worker_shutdown(af_worker *w, int64_t opt_step, int interrupted);
  * call, else 0. Per worker; callers agree on it over the workers. */
 af_status af_worker_poll_stop(af_worker *w, int *sig);
 
-/* Learning rate of optimizer step `step` of `total`: linear warmup from 0 over
- * `warmup` steps, then polynomial decay (power 1) to 0, as arcface_torch's
- * PolyScheduler stepped per iteration. */
-float af_lr_at(float base, int64_t step, int64_t warmup, int64_t total);
+/* Learning rate of optimizer step `step` (0-based) under arcface_torch's
+ * PolyScheduler: linear warmup from 0 over `warmup`, then (1 - progress)^2 down
+ * to 0 at `total`, both counted in micro-batches as train_v2.py counts them
+ * (num_image // total batch x warmup_epoch / num_epoch), with `acc` micro-batches
+ * (gradient_acc) per step. A negative warmup (warmup_epoch = -1) is no warmup and
+ * stretches the decay over total - warmup, as there. Depends on the step alone,
+ * so a resumed run continues the same curve. */
+float af_lr_at(float base, int64_t step, int acc, int64_t warmup, int64_t total);
 
 #endif

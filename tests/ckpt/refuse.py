@@ -41,7 +41,8 @@ REC23 = "synthetic:ids=23,per_id=4,size=28,channels=1,seed=9"
 REC31 = "synthetic:ids=31,per_id=4,size=28,channels=1,seed=9"
 BASE = {"network": "fmnist", "embedding_size": "16", "frequent": "1", "loader_threads": "1", "threads": "1",
         "keep_checkpoints": "10", "sample_rate": "0.5", "num_epoch": "2", "warmup_epoch": "1", "lr": "0.05",
-        "rec": REC23, "max_steps": "2", "batch_size": "4", "ps": "1"}
+        "rec": REC23, "max_steps": "2", "batch_size": "4", "ps": "1",
+        "fc_update": "sparse"}  # not the default: the changed run below switches it to dense
 failures, checks = 0, 0
 
 

@@ -20,6 +20,12 @@ run from the arcface_torch folder. Cases:
   7. arcface-eval with --roc-dir naming a file, or a missing second target ->
      fails before the first target is embedded; otherwise it prints the best
      threshold of each fold (10 numbers)
+  8. arcface-eval on a Fashion-MNIST network trained on 3-channel images (it
+     refused the checkpoint's conv1.weight): the training run's accuracy on the
+     same .bin
+  9. gradient_acc 2 with verbose 2 (the same run): evaluated every 2
+     micro-batches and logged as [tiny][2], [tiny][4], as arcface_torch's
+     global_step (it evaluated every 2 optimizer steps, logged as [tiny][2])
 usage: train_start.py ARCFACE_TRAIN ARCFACE_EVAL MPIRUN_WORDS_SEPARATED_BY_BAR WORKDIR"""
 import csv
 import os
@@ -198,8 +204,6 @@ def main():
           "the log names base.py, the ignored keys, the ignored margin terms, and resume False -> none")
 
     # 7. arcface-eval: a bad --roc-dir fails before embedding; thresholds printed.
-    # (a fmnist-network checkpoint does not record its input channels, so the
-    # model for arcface-eval is trained on 1-channel synthetic images)
     r, dt = run([train, "--network", "fmnist", "--embedding_size", "16", "--rec",
                  "synthetic:ids=20,per_id=4,size=28,channels=1", "--batch_size", "8", "--resume", "none",
                  "--output", "eval_model"] + fast, work)
@@ -219,6 +223,36 @@ def main():
           r.stdout[-400:] + r.stderr[-300:])
     if m:
         print(f"     thresholds:{m.group(1)}")
+
+    # 8. A Fashion-MNIST network trained on 3-channel images: the checkpoint names
+    # the architecture, not the channels, and arcface-eval built the 1-channel
+    # network and refused its conv1.weight. It must evaluate the model as the
+    # trainer did: the same accuracy on the same .bin as the run's own evaluation.
+    r, dt = run([train, "--network", "fmnist", "--embedding_size", "16", "--rec",
+                 "synthetic:ids=20,per_id=4,size=28,channels=3", "--batch_size", "8", "--resume", "none",
+                 "--output", "rgb_model", "--val_targets", tiny_bin, "--verbose", "2", "--gradient_acc", "2"] + fast,
+                work)
+    check(r.returncode == 0, f"a fmnist-network model trained on 3-channel images: exit {r.returncode}", r.stderr[-300:])
+    # 9. (the same run) gradient_acc 2: arcface_torch's global_step, which verbose
+    # counts and its log lines show, is the micro-batch: evaluations at micro-batch
+    # 2 and 4 (optimizer steps 1 and 2), logged as [tiny][2] and [tiny][4].
+    steps = re.findall(r"-\[tiny\]\[(\d+)\]XNorm", r.stdout)
+    check(steps == ["2", "4"], f"gradient_acc 2, verbose 2: evaluated and logged at global steps {steps} "
+          "(micro-batches, as arcface_torch), expected ['2', '4']")
+    rgb_dir = os.path.join(work, "rgb_model")
+    rows = list(csv.DictReader(open(os.path.join(rgb_dir, "metrics.csv")))) if os.path.exists(
+        os.path.join(rgb_dir, "metrics.csv")) else []
+    acc = [row.get("val_tiny_acc") for row in rows if row.get("val_tiny_acc")]
+    latest = os.path.join(rgb_dir, "checkpoints", "latest")
+    ckpt = os.path.join(rgb_dir, "checkpoints", open(latest).read().strip()) if os.path.exists(latest) else "missing.h5"
+    r, dt = run([evaluate, "--model", ckpt, "--target", tiny_bin, "--threads", "1"], work)
+    m = re.search(r"^tiny: \d+ pairs, accuracy (\d\.\d{5})", r.stdout, re.M)
+    ok = r.returncode == 0 and m is not None and bool(acc)
+    d = abs(float(m.group(1)) - float(acc[-1])) if m and acc else float("nan")
+    check(ok and d <= 5e-6, f"arcface-eval on the 3-channel model: exit {r.returncode} in {dt:.1f} s, tiny accuracy "
+          f"{m.group(1) if m else '-'} vs the training run's {acc[-1] if acc else '-'} (|difference| {d:.1e}, "
+          "tolerance 5e-6: the rounding to 5 decimals)",
+          r.stdout[-400:] + r.stderr[-300:])
     print(f"{'all passed' if not failures else f'{failures} failed'}")
     return 1 if failures else 0
 

@@ -8,7 +8,8 @@ loads /backbone into the reference module with load_state_dict(strict=True)
 tensor's error is max|ours - ref| / max|ref|; the test fails if any exceeds
 the tolerance.
 
-usage: torch_compare.py DUMP_EXE ARCH BATCH WORKDIR [--tol 1e-3] [--embedding D] [--hw N]
+usage: torch_compare.py DUMP_EXE ARCH BATCH WORKDIR [--tol 1e-3] [--embedding D] [--hw N] [--no-eval]
+       [--remove-dump]
 """
 import argparse
 import os
@@ -86,6 +87,8 @@ def main():
     ap.add_argument("--no-eval", action="store_true",
                     help="skip the eval-mode forward: with these random weights and running statistics a very deep "
                          "network's activations grow past float32's range (torch_pt.py checks eval mode instead)")
+    ap.add_argument("--remove-dump", action="store_true",
+                    help="delete the dump afterwards (r200's is ~850 MB)")
     a = ap.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(1)
@@ -177,6 +180,8 @@ def main():
             print("  embeddings: train %.3g, eval %.3g; vs PyTorch float32: train %.3g, eval %.3g" % (
                 rel(out["emb_train"], e64), rel(out["emb_eval"], ev64),
                 rel(out["emb_train"], e32), rel(out["emb_eval"], ev32)))
+    if a.remove_dump:
+        os.remove(path)
     if failures:
         for s in failures[:20]:
             print("FAIL " + s)
