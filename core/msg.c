@@ -105,24 +105,49 @@ af_status af_msg_unpack(af_msgbuf *m, size_t len, int from)
     return AF_OK;
 }
 
-/* MPI_Probe busy-polls a core while it waits. A server waits most of the time,
- * and on a node it shares with workers that core is worth more to them: poll
- * briefly, then sleep between polls, backing off to 1 ms. */
+/* MPI_Probe and MPI_Wait busy-poll a core while they wait. A server waits
+ * most of the time, and on a node it shares with workers that core is worth
+ * more to them: poll briefly, then sleep between polls, backing off to 1 ms.
+ * A waiter keeps one of these per wait; patience_pause says when to sleep. */
+typedef struct {
+    double t0;
+    long sleep_ns;
+} patience;
+
+static patience patience_start(void) { return (patience){MPI_Wtime(), 20000}; }
+
+/* 0 while still in the short busy phase; otherwise sleeps once and returns 1. */
+static int patience_pause(patience *p)
+{
+    if (MPI_Wtime() - p->t0 < 50e-6) return 0;
+    struct timespec ts = {0, p->sleep_ns};
+    nanosleep(&ts, NULL);
+    if (p->sleep_ns < 1000000) p->sleep_ns *= 2;
+    return 1;
+}
+
 static af_status probe_patiently(MPI_Comm comm, int source, int tag, MPI_Status *s, af_msg_poll_fn poll,
                                  void *user)
 {
-    double t0 = MPI_Wtime();
-    long sleep_ns = 20000;
+    patience pt = patience_start();
     for (;;) {
         int flag = 0, rc = MPI_Iprobe(source, tag, comm, &flag, s);
         if (rc != MPI_SUCCESS) return af_errorf(AF_ERR_MPI, "MPI_Iprobe failed (code %d)", rc);
         if (flag) return AF_OK;
-        if (MPI_Wtime() - t0 < 50e-6) continue;
+        if (MPI_Wtime() - pt.t0 < 50e-6) continue;
         af_status st = poll ? poll(user) : AF_OK;
         if (st) return st;
-        struct timespec ts = {0, sleep_ns};
-        nanosleep(&ts, NULL);
-        if (sleep_ns < 1000000) sleep_ns *= 2;
+        patience_pause(&pt);
+    }
+}
+
+int af_mpi_waitall_patiently(int n, MPI_Request *req)
+{
+    patience pt = patience_start();
+    for (;;) {
+        int flag = 0, rc = MPI_Testall(n, req, &flag, MPI_STATUSES_IGNORE);
+        if (rc != MPI_SUCCESS || flag) return rc;
+        patience_pause(&pt);
     }
 }
 

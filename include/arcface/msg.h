@@ -63,6 +63,12 @@ af_status af_msg_recv(MPI_Comm comm, int source, int tag, af_msgbuf *m, int *fro
 typedef af_status (*af_msg_poll_fn)(void *user);
 af_status af_msg_recv_poll(MPI_Comm comm, int source, int tag, af_msgbuf *m, int *from, af_msg_poll_fn poll,
                            void *user);
+/* MPI_Waitall without holding a core: after a short busy phase it sleeps
+ * between tests (backing off to 1 ms). A large send completes only when the
+ * receiver's MPI gets round to it (rendezvous), which for a server's reply is
+ * after the worker's whole forward pass; MPI_Waitall would spin all that
+ * time on a core the worker's threads need. Returns MPI_Testall's code. */
+int af_mpi_waitall_patiently(int n, MPI_Request *req);
 /* Unpacks `len` bytes already in m->buf (after an MPI_Irecv completed). */
 af_status af_msg_unpack(af_msgbuf *m, size_t len, int from);
 
