@@ -107,8 +107,12 @@ af_status af_msg_unpack(af_msgbuf *m, size_t len, int from)
 
 /* MPI_Probe and MPI_Wait busy-poll a core while they wait. A server waits
  * most of the time, and on a node it shares with workers that core is worth
- * more to them: poll briefly, then sleep between polls, backing off to 1 ms.
- * A waiter keeps one of these per wait; patience_pause says when to sleep. */
+ * more to them: poll briefly, then sleep between polls, backing off to 1 ms,
+ * and in a long wait (a worker's forward or backward pass) to an eighth of
+ * the time waited so far, at most 10 ms: each wake-up costs tens of
+ * microseconds of a core, so 1 ms sleeps still took about 5% of one, and a
+ * message noticed a few ms late is one that nobody needed sooner. A waiter
+ * keeps one of these per wait; patience_pause says when to sleep. */
 typedef struct {
     double t0;
     long sleep_ns;
@@ -122,7 +126,9 @@ static int patience_pause(patience *p)
     if (MPI_Wtime() - p->t0 < 50e-6) return 0;
     struct timespec ts = {0, p->sleep_ns};
     nanosleep(&ts, NULL);
-    if (p->sleep_ns < 1000000) p->sleep_ns *= 2;
+    double cap = (MPI_Wtime() - p->t0) * 1e9 / 8;
+    cap = cap < 1e6 ? 1e6 : cap > 1e7 ? 1e7 : cap;
+    if (p->sleep_ns < (long)cap) p->sleep_ns = 2 * p->sleep_ns < (long)cap ? 2 * p->sleep_ns : (long)cap;
     return 1;
 }
 

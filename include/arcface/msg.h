@@ -64,7 +64,7 @@ typedef af_status (*af_msg_poll_fn)(void *user);
 af_status af_msg_recv_poll(MPI_Comm comm, int source, int tag, af_msgbuf *m, int *from, af_msg_poll_fn poll,
                            void *user);
 /* MPI_Waitall without holding a core: after a short busy phase it sleeps
- * between tests (backing off to 1 ms). A large send completes only when the
+ * between tests (backing off to 1 ms, up to 10 ms in a long wait). A large send completes only when the
  * receiver's MPI gets round to it (rendezvous), which for a server's reply is
  * after the worker's whole forward pass; MPI_Waitall would spin all that
  * time on a core the worker's threads need. Returns MPI_Testall's code. */
