@@ -21,7 +21,7 @@ figures for ours against PyTorch. The machine may be shared: the load average
 is recorded with every measurement.
 
 usage: /usr/bin/python3 bench/bench_step.py BUILD_DIR [--arch r18,r50,mbf] [--precision fp32,bf16]
-           [--rounds 2] [--steps 3] [--json bench_step.json] [--no-backbone]
+           [--rounds 2] [--steps 3] [--json bench_step.json] [--no-backbone] [--no-torch]
 Writes JSON and prints a Markdown table (recorded in bench/README-step.md).
 """
 import argparse
@@ -133,6 +133,7 @@ def main():
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--json", default="bench_step.json")
     ap.add_argument("--no-backbone", action="store_true")
+    ap.add_argument("--no-torch", action="store_true", help="ours and the backbone alone (full / backbone only)")
     a = ap.parse_args()
     archs, precs = a.arch.split(","), a.precision.split(",")
     tmp = tempfile.mkdtemp(prefix="bench_step_")
@@ -149,7 +150,8 @@ def main():
                 for k in ("worker_cpu_s", "decode_cpu_s"):
                     prof[(x, p)][k] += pr[k]
                 prof[(x, p)]["server_core_pct"].append(pr["server_core_pct"])
-                res[(x, p, "torch")] += peer(x, p, a.steps)
+                if not a.no_torch:
+                    res[(x, p, "torch")] += peer(x, p, a.steps)
                 if not a.no_backbone:
                     res[(x, p, "backbone")] += backbone(a.build, x, p, a.steps)
                 print("round %d %s %s: ours %s, torch %s, backbone %s (load %.1f)" % (
