@@ -120,16 +120,15 @@ typedef struct {
 
 static patience patience_start(void) { return (patience){MPI_Wtime(), 20000}; }
 
-/* 0 while still in the short busy phase; otherwise sleeps once and returns 1. */
-static int patience_pause(patience *p)
+/* Nothing during the short busy phase; after it, one sleep. */
+static void patience_pause(patience *p)
 {
-    if (MPI_Wtime() - p->t0 < 50e-6) return 0;
+    if (MPI_Wtime() - p->t0 < 50e-6) return;
     struct timespec ts = {0, p->sleep_ns};
     nanosleep(&ts, NULL);
     double cap = (MPI_Wtime() - p->t0) * 1e9 / 8;
     cap = cap < 1e6 ? 1e6 : cap > 1e7 ? 1e7 : cap;
     if (p->sleep_ns < (long)cap) p->sleep_ns = 2 * p->sleep_ns < (long)cap ? 2 * p->sleep_ns : (long)cap;
-    return 1;
 }
 
 static af_status probe_patiently(MPI_Comm comm, int source, int tag, MPI_Status *s, af_msg_poll_fn poll,
