@@ -21,7 +21,7 @@ figures for ours against PyTorch. The machine may be shared: the load average
 is recorded with every measurement.
 
 usage: /usr/bin/python3 bench/bench_step.py BUILD_DIR [--arch r18,r50,mbf] [--precision fp32,bf16]
-           [--rounds 2] [--steps 3] [--json bench_step.json] [--no-backbone] [--no-torch]
+           [--rounds 2] [--steps 2] [--json bench_step.json] [--no-backbone] [--no-torch]
 Writes JSON and prints a Markdown table (recorded in bench/README-step.md).
 """
 import argparse
@@ -130,7 +130,7 @@ def main():
     ap.add_argument("--arch", default="r18,r50,mbf")
     ap.add_argument("--precision", default="fp32,bf16")
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--json", default="bench_step.json")
     ap.add_argument("--no-backbone", action="store_true")
     ap.add_argument("--no-torch", action="store_true", help="ours and the backbone alone (full / backbone only)")
