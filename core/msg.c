@@ -105,24 +105,54 @@ af_status af_msg_unpack(af_msgbuf *m, size_t len, int from)
     return AF_OK;
 }
 
-/* MPI_Probe busy-polls a core while it waits. A server waits most of the time,
- * and on a node it shares with workers that core is worth more to them: poll
- * briefly, then sleep between polls, backing off to 1 ms. */
+/* MPI_Probe and MPI_Wait busy-poll a core while they wait. A server waits
+ * most of the time, and on a node it shares with workers that core is worth
+ * more to them: poll briefly, then sleep between polls, backing off to 1 ms,
+ * and in a long wait (a worker's forward or backward pass) to an eighth of
+ * the time waited so far, at most 10 ms: each wake-up costs tens of
+ * microseconds of a core, so 1 ms sleeps still took about 5% of one, and a
+ * message noticed a few ms late is one that nobody needed sooner. A waiter
+ * keeps one of these per wait; patience_pause says when to sleep. */
+typedef struct {
+    double t0;
+    long sleep_ns;
+} patience;
+
+static patience patience_start(void) { return (patience){MPI_Wtime(), 20000}; }
+
+/* Nothing during the short busy phase; after it, one sleep. */
+static void patience_pause(patience *p)
+{
+    if (MPI_Wtime() - p->t0 < 50e-6) return;
+    struct timespec ts = {0, p->sleep_ns};
+    nanosleep(&ts, NULL);
+    double cap = (MPI_Wtime() - p->t0) * 1e9 / 8;
+    cap = cap < 1e6 ? 1e6 : cap > 1e7 ? 1e7 : cap;
+    if (p->sleep_ns < (long)cap) p->sleep_ns = 2 * p->sleep_ns < (long)cap ? 2 * p->sleep_ns : (long)cap;
+}
+
 static af_status probe_patiently(MPI_Comm comm, int source, int tag, MPI_Status *s, af_msg_poll_fn poll,
                                  void *user)
 {
-    double t0 = MPI_Wtime();
-    long sleep_ns = 20000;
+    patience pt = patience_start();
     for (;;) {
         int flag = 0, rc = MPI_Iprobe(source, tag, comm, &flag, s);
         if (rc != MPI_SUCCESS) return af_errorf(AF_ERR_MPI, "MPI_Iprobe failed (code %d)", rc);
         if (flag) return AF_OK;
-        if (MPI_Wtime() - t0 < 50e-6) continue;
+        if (MPI_Wtime() - pt.t0 < 50e-6) continue;
         af_status st = poll ? poll(user) : AF_OK;
         if (st) return st;
-        struct timespec ts = {0, sleep_ns};
-        nanosleep(&ts, NULL);
-        if (sleep_ns < 1000000) sleep_ns *= 2;
+        patience_pause(&pt);
+    }
+}
+
+int af_mpi_waitall_patiently(int n, MPI_Request *req)
+{
+    patience pt = patience_start();
+    for (;;) {
+        int flag = 0, rc = MPI_Testall(n, req, &flag, MPI_STATUSES_IGNORE);
+        if (rc != MPI_SUCCESS || flag) return rc;
+        patience_pause(&pt);
     }
 }
 

@@ -163,7 +163,7 @@ af_status af_link_isend(af_link *l, int dest, int tag, Arcface__Envelope *env)
 af_status af_link_wait(af_link *l, const char *what)
 {
     if (!l->n_req) return AF_OK;
-    int rc = MPI_Waitall(l->n_req, l->req, MPI_STATUSES_IGNORE);
+    int rc = af_mpi_waitall_patiently(l->n_req, l->req);
     l->n_req = 0;
     if (rc != MPI_SUCCESS)
         return af_errorf(AF_ERR_MPI, "%s with rank %d failed (MPI code %d)", what, l->peer, rc);

@@ -327,4 +327,13 @@ void af_loader_get_stats(af_loader *ld, af_loader_stats *st)
     st->corrupt_skipped = ld->corrupt;
     snprintf(st->last_corrupt, sizeof st->last_corrupt, "%s", ld->last_corrupt);
     pthread_mutex_unlock(&ld->mu);
+    /* Decoding shares the cores with the training threads when there are no
+     * spare ones: its CPU time is what it takes from them (--profile). */
+    st->decode_cpu_s = 0;
+    for (int t = 0; t < ld->nthreads; t++) {
+        clockid_t cid;
+        struct timespec ts;
+        if (!pthread_getcpuclockid(ld->threads[t], &cid) && !clock_gettime(cid, &ts))
+            st->decode_cpu_s += (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+    }
 }

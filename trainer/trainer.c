@@ -54,6 +54,7 @@ typedef struct {
     double val_best[MAX_VAL]; /* Accuracy-Highest so far */
     char val_row[1024];       /* the val_* fields of the next metrics row */
     char last_ckpt[AF_CFG_STR + 64];
+    double win_cpu, win_decode; /* --profile: process and decode-thread CPU seconds at the last log */
 } job;
 
 /* val_targets: resolved (insightface names: <rec>/<name>.bin) and opened once at start. */
@@ -200,6 +201,15 @@ static af_status list_state(job *j)
     return AF_OK;
 }
 
+/* CPU seconds of every thread of this process: with --profile, how much of
+ * the cores a step used (the training threads, decode threads, MPI). */
+static double process_cpu_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
 static af_status server_checkpoint(void *user, int64_t opt_step, const char *path)
 {
     job *j = user;
@@ -222,7 +232,14 @@ static af_status run_server(job *j)
            af_ps_shard_state_bytes(&j->shard) / 1048576.0, af_ps_shard_total_bytes(&j->shard) / 1048576.0,
            resident_mib());
     fflush(stdout);
+    double w0 = MPI_Wtime(), c0 = process_cpu_s();
     st = af_server_run(c, &j->cfg, &j->shard, j->resume ? j->info.step : 0, server_checkpoint, j);
+    if (!st && j->cfg.profile) {
+        /* A server mostly waits; on a node it shares with workers, its CPU is theirs lost. */
+        double wall = MPI_Wtime() - w0, cpu = process_cpu_s() - c0;
+        printf("server %d (rank %d): CPU %.3f s over %.3f s of training (%.1f%% of one core)\n", p, c->rank, cpu, wall,
+               wall > 0 ? 100 * cpu / wall : 0);
+    }
     if (!st) {
         printf("server %d (rank %d): done, resident %.1f MiB (weights + optimizer state %.1f MiB)\n", p, c->rank,
                resident_mib(), af_ps_shard_state_bytes(&j->shard) / 1048576.0);
@@ -358,6 +375,14 @@ static void log_step(job *j, int64_t step, double loss, double step_loss, float 
                (double)j->traffic[0] / (double)(step + 1 - first_step),
                (double)j->traffic[1] / (double)(step + 1 - first_step),
                (double)j->traffic[2] / (double)(step + 1 - first_step));
+        /* Per step of this logging window: on a machine without spare cores,
+         * CPU time beyond the backbone's own is what the rest of the step
+         * takes from it (bench/README-step.md). */
+        double cpu = process_cpu_s(), n = (double)*win_steps;
+        printf("  cpu per step (s): worker process %.4f, of it decode threads %.4f; wall %.4f\n",
+               (cpu - j->win_cpu) / n, (ls.decode_cpu_s - j->win_decode) / n, dt / n);
+        j->win_cpu = cpu;
+        j->win_decode = ls.decode_cpu_s;
     }
     fflush(stdout);
     fprintf(j->metrics, "%lld,%lld,%.9g,%.9g,%.9g,%.3f,%.6g,%.6f", (long long)(step + 1), (long long)epoch, loss,
@@ -413,6 +438,12 @@ static af_status run_worker(job *j)
     int64_t first = j->resume ? j->info.step : 0, win_steps = 0;
     double win_loss = 0; /* summed over the logging window: the log shows its mean, as arcface_torch's AverageMeter */
     double t_start = MPI_Wtime(), win_t0 = t_start;
+    if (j->cfg.profile) {
+        af_loader_stats ls0;
+        af_loader_get_stats(w->loader, &ls0);
+        j->win_cpu = process_cpu_s();
+        j->win_decode = ls0.decode_cpu_s;
+    }
     /* Test hook: a checkpoint of the state just loaded, before any step, must
      * equal the one resumed from; an item registered but not restored (or
      * restored and then re-initialised) shows up as a difference. */
@@ -433,11 +464,12 @@ static af_status run_worker(job *j)
         /* An evaluation needs the class centres, which live on the servers: it
          * reads them from a checkpoint of the same step. */
         int ckpt_now = last || eval_now || (j->cfg.save_every > 0 && (s + 1) % j->cfg.save_every == 0);
-        double t_pause = MPI_Wtime();
+        double t_pause = MPI_Wtime(), cpu_pause = j->cfg.profile ? process_cpu_s() : 0;
         if (ckpt_now && (st = checkpoint(j, s + 1))) return st;
         if (eval_now && (st = evaluate(j, s + 1, j->last_ckpt))) return st;
         /* Throughput and ETA leave checkpoint and evaluation time out. */
         t_pause = MPI_Wtime() - t_pause;
+        if (j->cfg.profile) j->win_cpu += process_cpu_s() - cpu_pause;
         win_t0 += t_pause;
         t_start += t_pause;
         int log_now = every_micro(s, acc, j->cfg.frequent) || last || eval_now;

@@ -236,6 +236,7 @@ typedef struct {
     int64_t batches;         /* batches returned */
     int64_t corrupt_skipped; /* corrupt images replaced (skip_corrupt), cumulative */
     char last_corrupt[512];  /* the message of the latest one, "" if none */
+    double decode_cpu_s;     /* CPU time of the decode threads (inline decoding: 0, it is in wait_s), cumulative */
 } af_loader_stats;
 
 void af_loader_get_stats(af_loader *ld, af_loader_stats *st);

@@ -57,12 +57,20 @@ af_status af_msg_send(MPI_Comm comm, int dest, int tag, Arcface__Envelope *env, 
  * large, does not parse, has another protocol version or no body is consumed
  * and reported as AF_ERR_PROTO with *from set (so a server can answer it). */
 af_status af_msg_recv(MPI_Comm comm, int source, int tag, af_msgbuf *m, int *from);
-/* The same, calling poll(user) about every millisecond while no message is
- * there; a non-OK status from poll ends the wait with that status (*from = -1).
- * This is how a waiting rank notices signals and deadlines. */
+/* The same, calling poll(user) between sleeps while no message is there (1 ms
+ * apart, up to 10 ms apart in a long wait: core/msg.c); a non-OK status from
+ * poll ends the wait with that status (*from = -1). This is how a waiting
+ * rank notices signals and deadlines. */
 typedef af_status (*af_msg_poll_fn)(void *user);
 af_status af_msg_recv_poll(MPI_Comm comm, int source, int tag, af_msgbuf *m, int *from, af_msg_poll_fn poll,
                            void *user);
+/* MPI_Waitall without holding a core: after a short busy phase it sleeps
+ * between tests (backing off to 1 ms, up to 10 ms in a long wait). A large
+ * send completes only when the receiver's MPI gets round to it (rendezvous),
+ * which for a server's reply is after the worker's whole forward pass;
+ * MPI_Waitall would spin all that time on a core the worker's threads need.
+ * Returns MPI_Testall's code. */
+int af_mpi_waitall_patiently(int n, MPI_Request *req);
 /* Unpacks `len` bytes already in m->buf (after an MPI_Irecv completed). */
 af_status af_msg_unpack(af_msgbuf *m, size_t len, int from);
 
