@@ -22,7 +22,10 @@ From one short run (1 worker + 1 server, SGD, 23 classes, checkpoint at step 2):
                      to a fresh run's initial weights (a fresh 31-class run with
                      lr = 0 keeps them as initialised) and zero momentum, the log
                      says so, and it trains on; resuming that 31-class checkpoint
-                     with 23 classes is refused (exit 2);
+                     with 23 classes and another seed, optimizer and fc_update
+                     is refused (exit 2) naming all five differences; growth
+                     onto a 4-image dataset from the checkpoint's sample 8
+                     restarts the epoch on the new dataset (exit 0, logged);
   format 1           an AdamW checkpoint rewritten as format 1 with fc_adam_t = 0
                      (what the old trainer wrote whenever servers held the fc)
                      resumes with fc_adam_t = step.
@@ -153,8 +156,24 @@ def main():
             check(np.isfinite(g3["fc/weight"][()]).all(), "grown: the step after the growth is finite")
     else:
         check(False, f"growth runs failed (exit {rc}, fresh run exit {rc2})")
-    rc, log = run(os.path.join(WORK, "shrink"), 2, {"resume": ckpt(grown, 3), "max_steps": "4"})
-    check(rc == 2 and "may add classes but never drop them" in log, f"31 -> 23 classes refused (exit {rc})")
+    # Dropping classes is named with every other difference, not instead of them.
+    rc, log = run(os.path.join(WORK, "shrink"), 2, {"resume": ckpt(grown, 3), "max_steps": "4", "seed": "7",
+                                                   "optimizer": "adamw", "fc_update": "dense"})
+    keys = "num_classes, seed, rec, optimizer, fc_update"
+    check(rc == 2 and "may add classes but never drop them" in log and f"in 5 keys ({keys};" in log
+          and "num_classes: checkpoint 31, this run 23" in log and labels["seed"] in log,
+          f"31 -> 23 classes with seed, optimizer and fc_update changed: refused naming all five (exit {rc}): "
+          f"{[l for l in log.splitlines() if 'refusing' in l][:1]}")
+
+    # Growth onto a dataset whose epoch ends before the checkpoint's position
+    # (sample 8 of epoch 0; 4 images here): a new dataset starts its epoch at its
+    # first sample, and the log says so (it used to fail in the loader, exit 1).
+    small = os.path.join(WORK, "grown_small")
+    rc, log = run(small, 2, dict(resume2, rec="synthetic:ids=2,per_id=2,size=28,channels=1,seed=9", num_classes="24",
+                                 num_epoch="10"))
+    check(rc == 0 and "epoch 0 starts at its first sample, not at the checkpoint's sample 8" in log
+          and os.path.exists(ckpt(small, 3)), f"growth onto a 4-image dataset from sample 8: trained on from the new "
+          f"dataset's first sample (exit {rc}) {[l for l in log.splitlines() if 'error' in l][:1]}")
 
     # Format 1: fc_adam_t was written as 0 when servers held the fc.
     adam = os.path.join(WORK, "adamw")
