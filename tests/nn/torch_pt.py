@@ -129,7 +129,7 @@ class T:
         self.check(e <= self.tol, "%s %dx%dx%d -> %d: arcface-embed on the .pt vs PyTorch: %.3g (tolerance %.0e)" % (
             arch, c, hw, hw, d, e, self.tol))
         if hw != (28 if arch == "fmnist" else 112):
-            print("     %s: %.1f s" % (arch, time.time() - t0))
+            self.tidy(arch, t0, pt)
             return model  # arcface-ckpt import builds the model for insightface's 112x112 input
         h5 = self.p("%s_imported.h5" % arch)
         r = self.run("arcface-ckpt", "import", pt, "--network", arch, h5)
@@ -146,11 +146,15 @@ class T:
                 self.onnx_check(arch, onx, x.numpy(), ours, ref, c, hw)
         if with_eval:
             self.eval_same(arch, pt, h5)
-        for f in (pt, h5, self.p("%s.onnx" % arch)):  # r200: 260 MB each
+        self.tidy(arch, t0, pt, h5, self.p("%s.onnx" % arch))
+        return model
+
+    def tidy(self, arch, t0, *paths):
+        """Removes the large files of one architecture (r100, r200: 200-480 MB each) and prints its time."""
+        for f in paths:
             if os.path.exists(f) and os.path.getsize(f) > 100e6:
                 os.remove(f)
         print("     %s: %.1f s" % (arch, time.time() - t0))
-        return model
 
     def eval_same(self, arch, pt, h5):
         vb = self.p("tiny.bin")
