@@ -141,12 +141,12 @@ af_status af_resume_check(af_ckpt_info *info, const af_config *cfg, const af_ctx
                    (long long)info->sample_position);
         info->sample_position = 0;
     } else if (info->sample_position > positions) {
-        return af_errorf(AF_ERR_ARG, "%s: the checkpoint stopped at sample %lld of epoch %lld, but dataset %s (rec '%s') "
-                         "now holds %lld images, %lld samples an epoch at the global batch %lld: the file behind rec "
-                         "changed since the checkpoint; refusing to resume. Point rec at the checkpoint's data, or "
-                         "resume = none (or a new output folder) to start afresh", path,
-                         (long long)info->sample_position, (long long)info->epoch, af_dataset_describe(ds), cfg->rec,
-                         (long long)n_img, (long long)positions, (long long)G);
+        return af_errorf(AF_ERR_ARG, "%s: the checkpoint stopped at sample %lld of epoch %lld, but rec '%s' now holds "
+                         "%lld images (%s), %lld samples an epoch at the global batch %lld: the data behind rec changed "
+                         "since the checkpoint; refusing to resume. Point rec at the checkpoint's data, or resume = none "
+                         "(or a new output folder) to start afresh", path, (long long)info->sample_position,
+                         (long long)info->epoch, cfg->rec, (long long)n_img, af_dataset_describe(ds),
+                         (long long)positions, (long long)G);
     }
     if (log && allowed[0]) printf("resume: continuing despite these differences (resume_allow_changes = '%s'):%s\n",
                                   cfg->resume_allow_changes, allowed);
