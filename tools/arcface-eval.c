@@ -13,7 +13,8 @@
  * Prints per target the 10-fold accuracy (mean, std), XNorm, TAR at FAR 1e-3 and
  * 1e-4, the best threshold of each fold and, where it applies, the nearest-centre
  * accuracy; the targets and --roc-dir are checked before the first is embedded; --results writes them
- * as CSV (via OUT.csv.tmp, renamed at the end: a failure keeps the previous file), --roc-dir writes TARGET_roc.csv and TARGET_roc.png, --embeddings the
+ * as CSV (via OUT.csv.tmp, renamed at the end: a failure keeps the previous file), --roc-dir writes
+ * TARGET_roc.csv and TARGET_roc.png, --embeddings the
  * combined embeddings (and labels) per target. */
 #include <errno.h>
 #include <stdio.h>
@@ -129,7 +130,8 @@ static af_status run(const options *o)
     if (o->results) {
         snprintf(res_tmp, sizeof res_tmp, "%s.tmp", o->results);
         if (!(res = fopen(res_tmp, "w"))) {
-            st = af_errorf(AF_ERR_IO, "--results %s: cannot write %s beside it: %s", o->results, res_tmp, strerror(errno));
+            st = af_errorf(AF_ERR_IO, "--results %s: cannot write %s beside it: %s", o->results, res_tmp,
+                           strerror(errno));
             res_tmp[0] = 0;
             goto done;
         }

@@ -225,7 +225,8 @@ def main():
             os.unlink(os.path.join(cdir, "latest"))
         before = sorted(os.listdir(cdir)), open(os.path.join(out, "metrics.csv"), "rb").read()
         rc, log, _ = run(out, 6)
-        need = "2 damaged checkpoints set aside" if what == "bad" else "`latest` naming ckpt_00000004.h5, which is missing"
+        need = ("2 damaged checkpoints set aside" if what == "bad"
+                else "`latest` naming ckpt_00000004.h5, which is missing")
         after = sorted(os.listdir(cdir)), open(os.path.join(out, "metrics.csv"), "rb").read()
         check(rc == 2 and lines(log, need) and lines(log, "--resume none") and before == after,
               f"only {'*.h5.bad files' if what == 'bad' else 'a dangling latest'}: refused with exit 2 naming it, "

@@ -274,7 +274,7 @@ def main():
              # weights are the same at any size but fc's); .pt embeddings only, since arcface-ckpt import and
              # the ONNX export build insightface's 112x112 input
              "r34": (16, 3, 512, False, False), "r100": (16, 3, 512, False, False),
-             # r200 (120M parameters, 480 MB as a .pt) at 112x112 through import and ONNX, on one image to bound the time
+             # r200 (120M parameters, 480 MB as a .pt) at 112x112 through import and ONNX, one image
              "r200": (112, 3, 512, True, False, 1)}
     models = {}
     for arch in a.archs.split(","):
