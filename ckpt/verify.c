@@ -515,22 +515,39 @@ static int cmp_desc(const void *a, const void *b)
     return (x < y) - (x > y);
 }
 
-/* Rank 0 lists OUTPUT/checkpoints/ckpt_<step>.h5, newest first. */
-static int list_steps(const af_config *cfg, long long *steps, int cap)
+/* Rank 0 lists OUTPUT/checkpoints/ckpt_<step>.h5, newest first, and counts
+ * what else says a run was here: ckpt_<step>.h5.bad files set aside by an
+ * earlier resume, and a `latest` naming a file that is gone (*dangling gets
+ * that name, "" if latest is absent or names a file that exists). */
+static int list_steps(const af_config *cfg, long long *steps, int cap, int *n_bad, char *dangling, size_t dcap)
 {
     char dir[AF_CFG_STR + 32];
     snprintf(dir, sizeof dir, "%s/checkpoints", cfg->output);
+    *n_bad = 0;
+    dangling[0] = 0;
     DIR *d = opendir(dir);
     if (!d) return 0;
     int n = 0;
     struct dirent *e;
-    while ((e = readdir(d)) && n < cap) {
+    while ((e = readdir(d))) {
         long long s;
         int end = 0;
-        if (sscanf(e->d_name, "ckpt_%lld.h5%n", &s, &end) == 1 && end > 0 && e->d_name[end] == 0) steps[n++] = s;
+        if (sscanf(e->d_name, "ckpt_%lld.h5%n", &s, &end) != 1 || end <= 0) continue;
+        if (e->d_name[end] == 0 && n < cap) steps[n++] = s;
+        else if (!strcmp(e->d_name + end, ".bad")) ++*n_bad;
     }
     closedir(d);
     qsort(steps, (size_t)n, sizeof *steps, cmp_desc);
+    char p[AF_CFG_STR + 320], name[256] = "";
+    snprintf(p, sizeof p, "%s/latest", dir);
+    FILE *f = fopen(p, "r");
+    if (f) {
+        if (!fgets(name, sizeof name, f)) name[0] = 0;
+        fclose(f);
+        name[strcspn(name, "\r\n")] = 0;
+        snprintf(p, sizeof p, "%s/%s", dir, name);
+        if (name[0] && access(p, F_OK)) snprintf(dangling, dcap, "%s", name);
+    }
     return n;
 }
 
@@ -567,11 +584,30 @@ af_status af_ckpt_find(const af_ctx *ctx, const af_config *cfg, char *path, size
     }
     enum { MAX_CKPT = 4096 };
     static long long steps[MAX_CKPT];
-    int n = ctx->rank == 0 ? list_steps(cfg, steps, MAX_CKPT) : 0;
+    int n_bad = 0;
+    char dangling[256] = "";
+    int n = ctx->rank == 0 ? list_steps(cfg, steps, MAX_CKPT, &n_bad, dangling, sizeof dangling) : 0;
     if (MPI_Bcast(&n, 1, MPI_INT, 0, ctx->world) != MPI_SUCCESS ||
         (n && MPI_Bcast(steps, n, MPI_LONG_LONG, 0, ctx->world) != MPI_SUCCESS))
         return af_errorf(AF_ERR_MPI, "rank %d: MPI_Bcast of the checkpoint list failed", ctx->rank);
-    if (n == 0) return AF_OK;
+    if (n == 0) {
+        /* Set-aside or vanished checkpoints are still a run's history: a fresh
+         * start would prune and overwrite what is left of it (issue 10). */
+        st = AF_OK;
+        if (ctx->rank == 0 && (n_bad || dangling[0])) {
+            char what[600] = "";
+            if (n_bad)
+                snprintf(what, sizeof what, "%d damaged checkpoint%s set aside as ckpt_*.h5.bad", n_bad,
+                         n_bad > 1 ? "s" : "");
+            if (dangling[0])
+                snprintf(what + strlen(what), sizeof what - strlen(what), "%s`latest` naming %s, which is missing",
+                         n_bad ? " and " : "", dangling);
+            st = af_errorf(AF_ERR_CORRUPT, "%s/checkpoints: no ckpt_*.h5 to resume from, but it holds %s: a run "
+                           "was here; refusing to start fresh over it. Pass --resume FILE to resume from a file, or "
+                           "--resume none (or another --output) to start over deliberately", cfg->output, what);
+        }
+        return af_ctx_agree(ctx, st);
+    }
     if (ctx->rank == 0) {
         char latest[AF_CFG_STR + 32];
         snprintf(latest, sizeof latest, "%s/checkpoints/latest", cfg->output);
@@ -583,22 +619,28 @@ af_status af_ckpt_find(const af_ctx *ctx, const af_config *cfg, char *path, size
         af_ckpt_path(cfg, steps[i], path, cap);
         if (!(st = open_and_verify(ctx, path, info))) {
             *found = 1;
+            /* Set aside, not deleted, and only now that one verifies: pruning
+             * counts only ckpt_<step>.h5, so a damaged newer file can no longer
+             * push a good one out; with none verifying, the folder stays as it
+             * was and the next start refuses the same way. */
+            for (int k = 0; k < i && ctx->rank == 0; k++) {
+                char skipped[4200], bad[4300];
+                af_ckpt_path(cfg, steps[k], skipped, sizeof skipped);
+                snprintf(bad, sizeof bad, "%s.bad", skipped);
+                if (rename(skipped, bad)) printf("resume: warning: cannot rename %s to %s: %s\n", skipped, bad,
+                                                 strerror(errno));
+                else printf("resume: set %s aside as %s\n", skipped, bad);
+            }
             if (i > 0 && ctx->rank == 0) printf("resume: falling back to %s, the newest that verifies\n", path);
             fflush(stdout);
             return AF_OK;
         }
         if (ctx->rank == 0) {
-            /* Set aside, not deleted: pruning counts only ckpt_<step>.h5, so a
-             * damaged newer file can no longer push a good one out. */
-            char bad[4200];
-            snprintf(bad, sizeof bad, "%s.bad", path);
             printf("resume: skipping %s: %s\n", path, af_errmsg());
-            if (rename(path, bad)) printf("resume: warning: cannot rename it to %s: %s\n", bad, strerror(errno));
-            else printf("resume: set it aside as %s\n", bad);
             fflush(stdout);
         }
     }
-    return af_errorf(AF_ERR_CORRUPT, "%s/checkpoints: none of the %d checkpoints verifies (reasons above); refusing to "
-                     "start fresh over them. Pass --resume FILE to choose one, or --resume none to start over",
-                     cfg->output, n);
+    return af_errorf(AF_ERR_CORRUPT, "%s/checkpoints: none of the %d checkpoints verifies (reasons above; none was "
+                     "renamed or removed); refusing to start fresh over them. Pass --resume FILE to choose one, or "
+                     "--resume none (or another --output) to start over deliberately", cfg->output, n);
 }

@@ -520,9 +520,10 @@ af_status af_config_check(const af_config *c)
     REQUIRE(c->max_steps >= 0, "max_steps", "must be >= 0, got %lld", (long long)c->max_steps);
     REQUIRE(c->rec[0], "rec", "must name a dataset");
     REQUIRE(strncmp(c->network, "vit", 3), "network", "'%s': insightface's vision transformers (vit_*) are not "
-            "implemented here; the backbones are the iResNets (r18, r34, r50, r100) and MobileFaceNet (mbf)", c->network);
+            "implemented here; the backbones are the iResNets (r18, r34, r50, r100, r200) and MobileFaceNets (mbf, "
+            "mbf_large)", c->network);
     REQUIRE(strcmp(c->network, "r2060"), "network", "'r2060': insightface's 2060-layer iResNet is not implemented here; "
-            "the iResNets are r18, r34, r50 and r100");
+            "the iResNets are r18, r34, r50, r100 and r200");
     REQUIRE(!c->precision[0] || !strcmp(c->precision, "fp32") || !strcmp(c->precision, "bf16"), "precision",
             "must be 'fp32' or 'bf16', got '%s'", c->precision);
     REQUIRE(c->loader_threads >= 0 && c->loader_threads <= 64, "loader_threads", "must be in [0, 64], got %d", c->loader_threads);

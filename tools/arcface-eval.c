@@ -13,7 +13,8 @@
  * Prints per target the 10-fold accuracy (mean, std), XNorm, TAR at FAR 1e-3 and
  * 1e-4, the best threshold of each fold and, where it applies, the nearest-centre
  * accuracy; the targets and --roc-dir are checked before the first is embedded; --results writes them
- * as CSV, --roc-dir writes TARGET_roc.csv and TARGET_roc.png, --embeddings the
+ * as CSV (via OUT.csv.tmp, renamed at the end: a failure keeps the previous file), --roc-dir writes
+ * TARGET_roc.csv and TARGET_roc.png, --embeddings the
  * combined embeddings (and labels) per target. */
 #include <errno.h>
 #include <stdio.h>
@@ -127,6 +128,7 @@ static af_status run(const options *o)
     int64_t n_centres = 0;
     FILE *res = NULL;
     hid_t eo = -1;
+    char res_tmp[4096] = "", emb_tmp[4096] = "";
     af_status st = load_model(o, &bb, &centres, &n_centres);
     if (st) goto done;
     printf("model: %s (%s, embedding %d%s)\n", o->model, bb.arch, bb.cfg.embedding,
@@ -150,11 +152,27 @@ static af_status run(const options *o)
             af_error_wrap(st, "--target %s", o->targets[t]);
             goto done;
         }
+    /* Outputs are written beside their final names and renamed only once every
+     * target is done: creating the sibling proves the folder writable now,
+     * and a failed evaluation leaves the previous results as they were. */
     if (o->results) {
-        if (!(res = fopen(o->results, "w"))) { st = af_errorf(AF_ERR_IO, "%s: %s", o->results, strerror(errno)); goto done; }
+        snprintf(res_tmp, sizeof res_tmp, "%s.tmp", o->results);
+        if (!(res = fopen(res_tmp, "w"))) {
+            st = af_errorf(AF_ERR_IO, "--results %s: cannot write %s beside it: %s", o->results, res_tmp,
+                           strerror(errno));
+            res_tmp[0] = 0;
+            goto done;
+        }
         fprintf(res, "target,pairs,accuracy,accuracy_std,xnorm,tar_at_far_1e-3,tar_at_far_1e-4,centre_accuracy\n");
     }
-    if (o->emb_out && (st = af_h5_create(o->emb_out, &eo))) goto done;
+    if (o->emb_out) {
+        snprintf(emb_tmp, sizeof emb_tmp, "%s.tmp", o->emb_out);
+        if ((st = af_h5_create(emb_tmp, &eo))) {
+            af_error_wrap(st, "--embeddings %s", o->emb_out);
+            emb_tmp[0] = 0;
+            goto done;
+        }
+    }
     for (int t = 0; t < o->n_targets; t++) {
         af_valset *v;
         if ((st = af_valset_open(&v, o->targets[t], bb.cfg.in_c, bb.cfg.in_h, bb.cfg.in_w))) goto done;
@@ -199,8 +217,16 @@ static af_status run(const options *o)
     }
     fflush(stdout);
 done:
-    if (res && fclose(res) && !st) st = af_errorf(AF_ERR_IO, "%s: write failed", o->results);
-    if (eo >= 0) H5Fclose(eo);
+    if (res && fclose(res) && !st) st = af_errorf(AF_ERR_IO, "%s: write failed", res_tmp);
+    if (eo >= 0 && H5Fclose(eo) < 0 && !st) st = af_errorf(AF_ERR_IO, "%s: write failed", emb_tmp);
+    if (!st && res_tmp[0] && rename(res_tmp, o->results))
+        st = af_errorf(AF_ERR_IO, "--results: cannot rename %s to %s: %s", res_tmp, o->results, strerror(errno));
+    if (!st && emb_tmp[0] && rename(emb_tmp, o->emb_out))
+        st = af_errorf(AF_ERR_IO, "--embeddings: cannot rename %s to %s: %s", emb_tmp, o->emb_out, strerror(errno));
+    if (st) {
+        if (res_tmp[0]) unlink(res_tmp);
+        if (emb_tmp[0]) unlink(emb_tmp);
+    }
     free(centres);
     af_backbone_free(&bb);
     return st;

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "arcface/data.h"
 #include "resume.h"
 
 /* Keys whose change makes the checkpoint's state a different shape: no
@@ -75,19 +76,25 @@ static void value_of(const char *key, const af_config *c, int64_t global_batch, 
     else snprintf(b, cap, "?");
 }
 
-af_status af_resume_check(const af_ckpt_info *info, const af_config *cfg, const af_ctx *ctx, const char *path, int log)
+af_status af_resume_check(af_ckpt_info *info, const af_config *cfg, const af_ctx *ctx, const af_dataset *ds,
+                          const char *path, int log)
 {
     af_status st = check_allow_list(cfg->resume_allow_changes);
     if (st) return st;
-    if (ctx->num_classes < info->num_classes)
-        return af_errorf(AF_ERR_ARG, "%s: checkpoint has num_classes = %lld, this run has %lld; a resume may add "
-                         "classes but never drop them; refusing to resume", path, (long long)info->num_classes,
-                         (long long)ctx->num_classes);
     int grows = ctx->num_classes > info->num_classes;
     char refused[3072] = "", allowed[3072] = "", a[300], b[300];
     char refused_keys[512] = "";
     size_t nr = 0, na = 0, nk = 0;
     int n_refused = 0;
+    /* Listed with the other differences, not instead of them: the user should
+     * learn everything that stands in the way from one refusal. */
+    if (ctx->num_classes < info->num_classes) {
+        nr += (size_t)snprintf(refused, sizeof refused, "\n  num_classes: checkpoint %lld, this run %lld (a resume may "
+                               "add classes but never drop them: cannot be allowed)", (long long)info->num_classes,
+                               (long long)ctx->num_classes);
+        nk += (size_t)snprintf(refused_keys, sizeof refused_keys, "num_classes");
+        n_refused++;
+    }
     for (size_t i = 0; i < N_COMPARED; i++) {
         const char *key = compared[i];
         value_of(key, &info->cfg, info->global_batch, a, sizeof a);
@@ -115,9 +122,31 @@ af_status af_resume_check(const af_ckpt_info *info, const af_config *cfg, const 
             fflush(stderr);
         }
         return af_errorf(AF_ERR_ARG, "%s: this run differs from the checkpoint's in %d key%s (%s; values listed by rank "
-                         "0); refusing to resume. resume_allow_changes = KEY,... (or all) continues despite a "
+                         "0); refusing to resume%s. resume_allow_changes = KEY,... (or all) continues despite a "
                          "difference; a new output folder or resume = none starts afresh", path, n_refused,
-                         n_refused > 1 ? "s" : "", refused_keys);
+                         n_refused > 1 ? "s" : "", refused_keys,
+                         ctx->num_classes < info->num_classes ? " (a resume may add classes but never drop them)" : "");
+    }
+    /* The position is the checkpoint's place in its own dataset's epoch. A
+     * different dataset (class growth, or rec allowed to change) is a
+     * deliberate new start of the data: its epoch begins at its first sample,
+     * as every insightface resume does (arcface_torch resumes at an epoch's
+     * start). The same dataset must still hold the position. */
+    int64_t G = (int64_t)cfg->batch_size * ctx->W, n_img = af_dataset_size(ds);
+    int64_t positions = af_sampler_epoch_positions(n_img, G, 1);
+    if (strcmp(info->cfg.rec, cfg->rec)) {
+        if (info->sample_position && log)
+            printf("resume: the dataset changed ('%s' -> '%s'): epoch %lld starts at its first sample, not at the "
+                   "checkpoint's sample %lld of the old dataset\n", info->cfg.rec, cfg->rec, (long long)info->epoch,
+                   (long long)info->sample_position);
+        info->sample_position = 0;
+    } else if (info->sample_position > positions) {
+        return af_errorf(AF_ERR_ARG, "%s: the checkpoint stopped at sample %lld of epoch %lld, but rec '%s' now holds "
+                         "%lld images (%s), %lld samples an epoch at the global batch %lld: the data behind rec changed "
+                         "since the checkpoint; refusing to resume. Point rec at the checkpoint's data, or resume = none "
+                         "(or a new output folder) to start afresh", path, (long long)info->sample_position,
+                         (long long)info->epoch, cfg->rec, (long long)n_img, af_dataset_describe(ds),
+                         (long long)positions, (long long)G);
     }
     if (log && allowed[0]) printf("resume: continuing despite these differences (resume_allow_changes = '%s'):%s\n",
                                   cfg->resume_allow_changes, allowed);

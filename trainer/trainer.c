@@ -580,7 +580,7 @@ af_status af_trainer_run(const af_config *cfg, MPI_Comm world, af_trainer_outcom
          * fresh start (include/arcface/ckpt_verify.h). Checked before the output
          * folder is touched: a refused resume writes nothing. */
         st = af_ckpt_find(&j->ctx, &j->cfg, j->resume_path, sizeof j->resume_path, &j->resume, &j->info);
-        if (!st && j->resume) st = af_resume_check(&j->info, &j->cfg, &j->ctx, j->resume_path, rank == 0);
+        if (!st && j->resume) st = af_resume_check(&j->info, &j->cfg, &j->ctx, j->ds, j->resume_path, rank == 0);
     }
     if (!cst) {
         /* Before anything large is allocated: a job that cannot fit fails now, on every rank. */

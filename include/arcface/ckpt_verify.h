@@ -16,8 +16,9 @@
  * too (a NaN written with a fresh checksum is still a NaN).
  *
  * `--resume auto` walks the checkpoints newest first and takes the first that
- * verifies, setting aside (renaming to *.h5.bad) each one it skips and saying
- * why; it never starts fresh while a checkpoint exists. */
+ * verifies, setting aside (renaming to *.h5.bad) each newer one it skipped and
+ * saying why; it never starts fresh while a checkpoint, a set-aside *.h5.bad or
+ * a `latest` naming a vanished file exists. */
 #ifndef ARCFACE_CKPT_VERIFY_H
 #define ARCFACE_CKPT_VERIFY_H
 
@@ -68,9 +69,10 @@ af_status af_ckpt_remove_tmp(const af_config *cfg);
  *   resume = "none": *found = 0;
  *   resume = a file: that file, which must read and verify;
  *   resume = "auto": the newest OUTPUT/checkpoints/ckpt_*.h5 that reads and
- *   verifies; each newer one is set aside as *.h5.bad with the reason printed
- *   by rank 0. *found = 0 only when there is no checkpoint at all; an error
- *   when checkpoints exist and none verifies.
+ *   verifies; each newer one is set aside as *.h5.bad (once one verifies) with
+ *   the reason printed by rank 0. *found = 0 only when the folder holds no
+ *   trace of a run; an error, with nothing renamed, when checkpoints exist and
+ *   none verifies, and when only *.h5.bad files or a dangling `latest` remain.
  * On success with *found, info holds the chosen checkpoint's root attributes. */
 af_status af_ckpt_find(const af_ctx *ctx, const af_config *cfg, char *path, size_t cap, int *found,
                        af_ckpt_info *info);

@@ -12,6 +12,9 @@ fmnist network on synthetic identities, a checkpoint every 2 steps).
                  resumes from the older one and finishes; `--resume FILE` of a
                  damaged file is refused (flipped weight, step = -5); all
                  checkpoints damaged: refused, no fresh start, nothing deleted
+                 or renamed, and refused again (exit 2) when started again;
+                 only *.h5.bad files, or only a `latest` naming a missing file:
+                 refused with exit 2, nothing written
   latest         a missing checkpoints/latest with checkpoints present resumes
                  from the newest instead of starting fresh and pruning
   metrics        after a fallback resume each step appears once in metrics.csv
@@ -24,12 +27,15 @@ fmnist network on synthetic identities, a checkpoint every 2 steps).
                  the quantity; no checkpoint holds a non-finite value
   bad input      --output under /proc or a file, 3 ranks: non-zero exit within
                  the timeout (it hung); a bad rec keeps the dataset's message;
-                 --batch_size 2147483647 is refused naming batch_size
-  eval.sbatch    run with bash: the results land in <run>/eval
+                 --batch_size 2147483647 is refused naming batch_size; r2060
+                 and vit_t are refused listing r18 ... r200 (and mbf, mbf_large)
+  eval.sbatch    run with bash: the results land in <run>/eval; arcface-eval
+                 failing after start (bad --embeddings) keeps results.csv
 The disk-full case runs alone with a last argument `disk_full` (its own ctest,
 which reports a skip where tmpfs cannot be mounted).
 usage: durable.py BIN_DIR MPIRUN_WORDS_SEPARATED_BY_BAR WORKDIR SOURCE_DIR [disk_full]"""
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -191,11 +197,40 @@ def main():
     for s in (2, 4):
         with h5py.File(ckpt(out, s), "r+") as f:
             f.attrs["step"] = np.int64(-5)
+    history = {n: open(os.path.join(out, n), "rb").read() for n in ("metrics.csv", "training.log")}
     rc, log, _ = run(out, 6)
     left = sorted(os.listdir(os.path.join(out, "checkpoints")))
     check(rc not in (0, "timeout") and lines(log, "none of the 2 checkpoints verifies") and
           not lines(log, "starting fresh") and len([n for n in left if n.startswith("ckpt_")]) == 2,
           f"every checkpoint damaged: refused, not started fresh, nothing deleted (rc {rc}, left {left})")
+    # The same command again (what a requeue does) must refuse again: the first
+    # refusal used to rename both to *.h5.bad and the second then started fresh.
+    rc, log, _ = run(out, 6)
+    left2 = sorted(os.listdir(os.path.join(out, "checkpoints")))
+    kept = {n: open(os.path.join(out, n), "rb").read() == b for n, b in history.items()}
+    check(rc == 2 and lines(log, "refusing to start fresh") and not lines(log, "starting fresh") and left2 == left
+          and all(kept.values()), f"every checkpoint damaged, started again: refused again with exit 2, the folder "
+          f"as it was (rc {rc}, left {left2}, metrics.csv / training.log kept: {kept})")
+    # Set-aside files alone, and a `latest` naming a vanished file alone, are a
+    # run's history too: exit 2 naming what was found and how to start over.
+    for what in ("bad", "dangling"):
+        out = fresh_copy(base, f"only_{what}")
+        cdir = os.path.join(out, "checkpoints")
+        for s in (2, 4):
+            if what == "bad":
+                os.rename(ckpt(out, s), ckpt(out, s) + ".bad")
+            else:
+                os.unlink(ckpt(out, s))
+        if what == "bad":
+            os.unlink(os.path.join(cdir, "latest"))
+        before = sorted(os.listdir(cdir)), open(os.path.join(out, "metrics.csv"), "rb").read()
+        rc, log, _ = run(out, 6)
+        need = ("2 damaged checkpoints set aside" if what == "bad"
+                else "`latest` naming ckpt_00000004.h5, which is missing")
+        after = sorted(os.listdir(cdir)), open(os.path.join(out, "metrics.csv"), "rb").read()
+        check(rc == 2 and lines(log, need) and lines(log, "--resume none") and before == after,
+              f"only {'*.h5.bad files' if what == 'bad' else 'a dangling latest'}: refused with exit 2 naming it, "
+              f"nothing written (rc {rc}): {lines(log, 'error')[:1]}")
 
     out = fresh_copy(base, "no_latest")
     os.unlink(os.path.join(out, "checkpoints", "latest"))
@@ -290,6 +325,13 @@ def bad_input():
     err = lines(log, "error")
     check(rc not in (0, "timeout") and any("missing.rec" in l for l in err) and not lines(log, "cannot be split"),
           f"a bad rec keeps the dataset's message: {err[:1]}")
+    # The refusals of insightface networks not built here list every one that is.
+    for net in ("r2060", "vit_t"):
+        rc, log, _ = run(os.path.join(WORK, net), 2, extra=["--network", net])
+        err = " ".join(lines(log, "error"))
+        missing = [n for n in ("r18", "r34", "r50", "r100", "r200") + (("mbf", "mbf_large") if net == "vit_t" else ())
+                   if re.search(r"\b%s\b" % n, err) is None]
+        check(rc == 2 and not missing, f"--network {net}: refused (rc {rc}) listing every backbone (missing {missing})")
     rc, log, _ = run(os.path.join(WORK, "hugebatch"), 2, extra=["--batch_size", "2147483647"])
     err = lines(log, "error")
     check(rc not in (0, "timeout") and any("batch_size" in l for l in err) and not lines(log, "runtime error"),
@@ -311,6 +353,16 @@ def eval_sbatch(base):
         want = os.path.join(base, "eval", "results.csv")
         check(r.returncode == 0 and os.path.exists(want), f"eval.sbatch, MODEL={os.path.relpath(m, WORK)}: writes {want} "
               f"(rc {r.returncode}) {(r.stdout + r.stderr).strip().splitlines()[-1:]}")
+    # A failed evaluation keeps the previous results (it used to empty them at start).
+    if os.path.exists(want):
+        prev = open(want, "rb").read()
+        r = subprocess.run([os.path.join(BIN, "arcface-eval"), "--model", model, "--threads", "1", "--target",
+                            "synthetic:ids=60,per_id=20,size=28,channels=1,seed=5", "--results", want,
+                            "--embeddings", os.path.join(WORK, "no_such_folder", "emb.h5")],
+                           capture_output=True, text=True, timeout=120)
+        check(r.returncode != 0 and open(want, "rb").read() == prev and not os.path.exists(want + ".tmp")
+              and "no_such_folder" in r.stderr, f"arcface-eval failing after start: rc {r.returncode}, the previous "
+              f"results.csv kept ({len(prev)} bytes), no .tmp left: {r.stderr.strip().splitlines()[-1:]}")
 
 
 skipped_disk = False

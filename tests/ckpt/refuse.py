@@ -22,7 +22,12 @@ From one short run (1 worker + 1 server, SGD, 23 classes, checkpoint at step 2):
                      to a fresh run's initial weights (a fresh 31-class run with
                      lr = 0 keeps them as initialised) and zero momentum, the log
                      says so, and it trains on; resuming that 31-class checkpoint
-                     with 23 classes is refused (exit 2);
+                     with 23 classes and another seed, optimizer and fc_update
+                     is refused (exit 2) naming all five differences; growth
+                     onto a 4-image dataset from the checkpoint's sample 8
+                     restarts the epoch on the new dataset (exit 0, logged);
+                     the image folder behind the same rec shrunk under the
+                     checkpoint's position: refused at start-up (exit 2);
   format 1           an AdamW checkpoint rewritten as format 1 with fc_adam_t = 0
                      (what the old trainer wrote whenever servers held the fc)
                      resumes with fc_adam_t = step.
@@ -30,8 +35,10 @@ usage: refuse.py ARCFACE_TRAIN MPIRUN_WORDS_SEPARATED_BY_BAR WORKDIR"""
 import hashlib
 import os
 import shutil
+import struct
 import subprocess
 import sys
+import zlib
 
 import h5py
 import numpy as np
@@ -65,6 +72,16 @@ def run(out, n, keys, env=None):
 
 def ckpt(out, step):
     return os.path.join(out, "checkpoints", f"ckpt_{step:08d}.h5")
+
+
+def png(path, a):
+    """An 8-bit greyscale PNG, written with zlib alone."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    raw = b"".join(b"\0" + row.tobytes() for row in a)
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", a.shape[1], a.shape[0], 8, 0, 0, 0, 0))
+                + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
 
 
 def snapshot(folder):
@@ -154,8 +171,46 @@ def main():
             check(np.isfinite(g3["fc/weight"][()]).all(), "grown: the step after the growth is finite")
     else:
         check(False, f"growth runs failed (exit {rc}, fresh run exit {rc2})")
-    rc, log = run(os.path.join(WORK, "shrink"), 2, {"resume": ckpt(grown, 3), "max_steps": "4"})
-    check(rc == 2 and "may add classes but never drop them" in log, f"31 -> 23 classes refused (exit {rc})")
+    # Dropping classes is named with every other difference, not instead of them.
+    rc, log = run(os.path.join(WORK, "shrink"), 2, {"resume": ckpt(grown, 3), "max_steps": "4", "seed": "7",
+                                                   "optimizer": "adamw", "fc_update": "dense"})
+    keys = "num_classes, seed, rec, optimizer, fc_update"
+    check(rc == 2 and "may add classes but never drop them" in log and f"in 5 keys ({keys};" in log
+          and "num_classes: checkpoint 31, this run 23" in log and labels["seed"] in log,
+          f"31 -> 23 classes with seed, optimizer and fc_update changed: refused naming all five (exit {rc}): "
+          f"{[l for l in log.splitlines() if 'refusing' in l][:1]}")
+
+    # Growth onto a dataset whose epoch ends before the checkpoint's position
+    # (sample 8 of epoch 0; 4 images here): a new dataset starts its epoch at its
+    # first sample, and the log says so (it used to fail in the loader, exit 1).
+    small = os.path.join(WORK, "grown_small")
+    rc, log = run(small, 2, dict(resume2, rec="synthetic:ids=2,per_id=2,size=28,channels=1,seed=9", num_classes="24",
+                                 num_epoch="10"))
+    check(rc == 0 and "epoch 0 starts at its first sample, not at the checkpoint's sample 8" in log
+          and os.path.exists(ckpt(small, 3)), f"growth onto a 4-image dataset from sample 8: trained on from the new "
+          f"dataset's first sample (exit {rc}) {[l for l in log.splitlines() if 'error' in l][:1]}")
+
+    # The same rec, but the files behind it changed and no longer reach the
+    # checkpoint's position: a start-up refusal naming the dataset, its image
+    # count and the position (it used to fail in the loader after start-up).
+    root = os.path.join(WORK, "faces")
+    for i in range(23):
+        os.makedirs(os.path.join(root, "id%02d" % i))
+        for k in range(4):
+            png(os.path.join(root, "id%02d" % i, "%d.png" % k), np.random.default_rng(i * 4 + k)
+                .integers(0, 256, (28, 28), dtype=np.uint8))
+    folder_run = os.path.join(WORK, "folder")
+    rc, log = run(folder_run, 2, {"rec": root})
+    for i in range(1, 23):
+        shutil.rmtree(os.path.join(root, "id%02d" % i))
+    if rc == 0:
+        rc, log = run(folder_run, 2, {"rec": root, "num_classes": "23", "max_steps": "3"})
+        err = [l for l in log.splitlines() if "error" in l]
+        check(rc == 2 and any("stopped at sample 8 of epoch 0" in l and "now holds 4 images" in l and root in l
+                              for l in err), f"the folder behind rec shrank to 4 images under the checkpoint's "
+              f"sample 8: refused at start-up naming both (exit {rc}): {err[:1]}")
+    else:
+        check(False, f"the image-folder run failed (exit {rc}): {log[-500:]}")
 
     # Format 1: fc_adam_t was written as 0 when servers held the fc.
     adam = os.path.join(WORK, "adamw")

@@ -10,6 +10,9 @@ statistics is saved with torch.save(state_dict) - the zip format - and:
      dnn module (a real ONNX runtime; onnx 1.12 has no reference evaluator)
      gives arcface-embed's embeddings and PyTorch's;
   3. arcface-eval --model X.pt --network A prints what it prints for X.h5.
+Architectures: fmnist, r18, mbf, r50, mbf_large and r200 (one image) at their
+input size go through 1 and 2 (fmnist also 3); r34 and r100 through 1 at
+16x16 (import and ONNX build the 112x112 model, and r50 covers their blocks).
 The ONNX export of a training checkpoint (CKPT, not only an exported model)
 is checked the same way. Then bad .pt files must be refused with exit 1
 and a message naming the file and the key or member at fault: not a zip,
@@ -26,6 +29,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import zipfile
 
 try:
@@ -106,26 +110,26 @@ class T:
                    "%s: OpenCV dnn on the ONNX model vs arcface-embed %.3g, vs PyTorch %.3g (tolerance %.0e)" % (
                        arch, e1, e2, self.tol))
 
-    def roundtrip(self, arch, hw, c, d, with_onnx, with_eval):
+    def roundtrip(self, arch, hw, c, d, with_onnx, with_eval, n=3):
+        t0 = time.time()
         torch.manual_seed(1)
         model = randomise(arcface_ref.build(arch, d, in_c=c, in_hw=hw))
         pt = self.p("%s.pt" % arch)
         torch.save(model.state_dict(), pt)
-        x = torch.randn(3, c, hw, hw)
+        x = torch.randn(n, c, hw, hw)
         images = self.p("%s_images.h5" % arch)
         with h5py.File(images, "w") as f:
             f["images"] = x.numpy()
         with torch.no_grad():
             ref = model(x).numpy()
         ours = self.embed(arch, pt, images, self.p("%s_emb_pt.h5" % arch))
-        if arch == "r200":
-            os.remove(pt)  # 430 MB
         if ours is None:
             return model
         e = rel(ours, ref)
         self.check(e <= self.tol, "%s %dx%dx%d -> %d: arcface-embed on the .pt vs PyTorch: %.3g (tolerance %.0e)" % (
             arch, c, hw, hw, d, e, self.tol))
         if hw != (28 if arch == "fmnist" else 112):
+            self.tidy(arch, t0, pt)
             return model  # arcface-ckpt import builds the model for insightface's 112x112 input
         h5 = self.p("%s_imported.h5" % arch)
         r = self.run("arcface-ckpt", "import", pt, "--network", arch, h5)
@@ -142,7 +146,15 @@ class T:
                 self.onnx_check(arch, onx, x.numpy(), ours, ref, c, hw)
         if with_eval:
             self.eval_same(arch, pt, h5)
+        self.tidy(arch, t0, pt, h5, self.p("%s.onnx" % arch))
         return model
+
+    def tidy(self, arch, t0, *paths):
+        """Removes the large files of one architecture (r100, r200: 200-480 MB each) and prints its time."""
+        for f in paths:
+            if os.path.exists(f) and os.path.getsize(f) > 100e6:
+                os.remove(f)
+        print("     %s: %.1f s" % (arch, time.time() - t0))
 
     def eval_same(self, arch, pt, h5):
         vb = self.p("tiny.bin")
@@ -249,18 +261,21 @@ def main():
     ap.add_argument("bindir")
     ap.add_argument("workdir")
     ap.add_argument("--tol", type=float, default=1e-4)
-    ap.add_argument("--archs", default="fmnist,r18,mbf,r50,mbf_large,r200")
+    ap.add_argument("--archs", default="fmnist,r18,r34,mbf,r50,r100,mbf_large,r200")
     a = ap.parse_args()
     shutil.rmtree(a.workdir, ignore_errors=True)
     os.makedirs(a.workdir)
     torch.set_num_threads(2)
     t = T(a.bindir, a.workdir, a.tol)
-    # (architecture, input size, channels, embedding, ONNX, arcface-eval)
+    # (architecture, input size, channels, embedding, ONNX, arcface-eval[, images])
     cases = {"fmnist": (28, 1, 128, True, True), "r18": (112, 3, 512, True, False), "mbf": (112, 3, 512, True, False),
              "r50": (112, 3, 512, True, False), "mbf_large": (112, 3, 512, True, False),
-             # r200: 107M parameters; a 16x16 input keeps the forward cheap (the weights are the same at any
-             # size but fc's); embeddings from the .pt only, no import (built for 112x112) or ONNX
-             "r200": (16, 3, 512, False, False)}
+             # r34 and r100 are r50's blocks in other counts: a 16x16 input keeps their forward cheap (the
+             # weights are the same at any size but fc's); .pt embeddings only, since arcface-ckpt import and
+             # the ONNX export build insightface's 112x112 input
+             "r34": (16, 3, 512, False, False), "r100": (16, 3, 512, False, False),
+             # r200 (120M parameters, 480 MB as a .pt) at 112x112 through import and ONNX, one image
+             "r200": (112, 3, 512, True, False, 1)}
     models = {}
     for arch in a.archs.split(","):
         models[arch] = t.roundtrip(arch, *cases[arch])
