@@ -179,7 +179,10 @@ def main():
                                     ("sigterm_launch_sh", "launcher", signal.SIGTERM,
                                      ("bash", os.path.join(ROOT, "jobs", "launch.sh")))):
         rc, log, dt, before, after = signal_run(name, target, sig, wrap=wrap)
-        ok = rc == 3 and after > before and "stopped by signal" in log
+        # The job stops at the next step boundary with that step checkpointed: a new
+        # checkpoint, or the one just written when the signal came right after it.
+        m = re.search(r"stopped by signal \d+ after the checkpoint of step (\d+)", log)
+        ok = rc == 3 and m is not None and int(m.group(1)) == after and after >= before
         check(ok, f"{signal.Signals(sig).name} to {'jobs/launch.sh mpirun' if target == 'launcher' else f'rank {target}'}: "
                   f"exit {rc} after {dt:.2f} s, checkpoint step {before} -> {after}")
         table.append((f"{signal.Signals(sig).name} to {name.split('_', 1)[1]}", rc, dt))
