@@ -125,7 +125,9 @@ static af_status post_segment(af_link *l, void *p, size_t bytes, int send, const
     return AF_OK;
 }
 
-af_status af_link_isend(af_link *l, int dest, int tag, Arcface__Envelope *env)
+/* Packs and posts env; split, its ids always follow, its data only when
+ * post_data (af_link_send_fill streams the data itself). */
+static af_status link_isend(af_link *l, int dest, int tag, Arcface__Envelope *env, int post_data)
 {
     const char *type = af_msg_type_name(env);
     if (l->n_req)
@@ -155,9 +157,65 @@ af_status af_link_isend(af_link *l, int dest, int tag, Arcface__Envelope *env)
     int rc = MPI_Isend(l->mb.buf, (int)len, MPI_BYTE, dest, tag, l->comm, &l->req[0]);
     if (rc != MPI_SUCCESS) return mpi_fail(rc, "sending", type, dest);
     l->n_req = 1;
-    if (split && ((st = post_segment(l, ids, 8 * n_ids, 1, type)) || (st = post_segment(l, data.data, data.len, 1, type))))
+    if (split && ((st = post_segment(l, ids, 8 * n_ids, 1, type)) ||
+                  (post_data && (st = post_segment(l, data.data, data.len, 1, type)))))
         return st;
     return AF_OK;
+}
+
+af_status af_link_isend(af_link *l, int dest, int tag, Arcface__Envelope *env)
+{
+    return link_isend(l, dest, tag, env, 1);
+}
+
+size_t af_link_stage_bytes(size_t chunk, size_t max_data)
+{
+    /* Inline (data below one chunk) it is staged whole; split, two chunks. */
+    return max_data <= chunk ? (max_data ? max_data : 1) : 2 * chunk;
+}
+
+af_status af_link_send_fill(af_link *l, int dest, int tag, Arcface__Envelope *env, size_t data_len,
+                            af_link_fill_fn fill, void *user, void *stage)
+{
+    bulk_fields f = fields_of(env);
+    if (!f.data) return af_errorf(AF_ERR_ARG, "a %s message carries no data to fill", af_msg_type_name(env));
+    f.data->len = data_len;
+    f.data->data = NULL;
+    if (!af_link_splits(l, env)) {
+        fill(user, 0, data_len, stage);
+        f.data->data = stage;
+        return af_link_send(l, dest, tag, env);
+    }
+    af_status st = link_isend(l, dest, tag, env, 0);
+    if (st) {
+        af_link_wait(l, "sending");
+        return st;
+    }
+    /* Two stage slots: one fills while the other's chunk is on the wire. */
+    const char *type = af_msg_type_name(env);
+    const int base = l->n_req;
+    if (base + 2 > l->max_req) {
+        af_link_wait(l, "sending");
+        return af_errorf(AF_ERR_PROTO, "%s message to rank %d: no room for its data chunks", type, dest);
+    }
+    l->req[base] = l->req[base + 1] = MPI_REQUEST_NULL;
+    l->n_req = base + 2;
+    size_t i = 0;
+    for (size_t off = 0; off < data_len; off += l->chunk, i++) {
+        size_t n = data_len - off < l->chunk ? data_len - off : l->chunk;
+        MPI_Request *r = &l->req[base + (i & 1)];
+        char *slot = (char *)stage + (i & 1) * l->chunk;
+        int rc = MPI_Wait(r, MPI_STATUS_IGNORE);
+        if (rc == MPI_SUCCESS) {
+            fill(user, off, n, slot);
+            rc = MPI_Isend(slot, (int)n, MPI_BYTE, dest, bulk_tag(tag), l->comm, r);
+        }
+        if (rc != MPI_SUCCESS) {
+            af_link_wait(l, "sending");
+            return mpi_fail(rc, "sending", type, dest);
+        }
+    }
+    return af_link_wait(l, "sending a message");
 }
 
 af_status af_link_wait(af_link *l, const char *what)

@@ -30,7 +30,7 @@ typedef struct {
     const af_ctx *ctx;
     af_ps_shard *s;
     af_link in, out;      /* requests from any worker; replies (core/transport.c) */
-    float *rows;          /* (max_rows, D) gather buffer for replies */
+    void *stage;          /* replies' rows on their way out (af_link_send_fill) */
     int64_t max_rows;
     char *seen;           /* (W) which workers this phase has heard from */
     int stop_sent;        /* the signal number passed on to the workers (0: none yet) */
@@ -74,6 +74,27 @@ static void reply_error(server *sv, int to, const char *msg)
 
 static int is_worker(const server *sv, int from) { return from >= 0 && from < sv->ctx->W; }
 
+/* The rows a pull asked for, as the bytes of one (n, D) array, read from the
+ * shard piece by piece while the reply goes out. */
+typedef struct {
+    const af_ps_shard *s;
+    const int64_t *ids;
+} gather_job;
+
+static void gather_bytes(void *user, size_t off, size_t n, void *dst)
+{
+    const gather_job *j = user;
+    const size_t row = sizeof(float) * (size_t)j->s->D;
+    char *o = dst;
+    while (n) {
+        size_t i = off / row, in = off % row, take = row - in < n ? row - in : n;
+        memcpy(o, (const char *)(j->s->w + (size_t)(j->ids[i] - j->s->start) * j->s->D) + in, take);
+        o += take;
+        off += take;
+        n -= take;
+    }
+}
+
 /* Answers one pull; AF_ERR_PROTO (already replied to) for a bad one. */
 static af_status handle_pull(server *sv, int from, int64_t t)
 {
@@ -89,7 +110,7 @@ static af_status handle_pull(server *sv, int from, int64_t t)
                  p->n_class_ids, (long long)sv->max_rows);
         goto bad;
     }
-    if (af_ps_shard_gather(sv->s, p->class_ids, (int64_t)p->n_class_ids, sv->rows)) {
+    if (af_ps_shard_check_ids(sv->s, p->class_ids, (int64_t)p->n_class_ids)) {
         snprintf(msg, sizeof msg, "pull from rank %d: %s", from, af_errmsg());
         goto bad;
     }
@@ -97,12 +118,12 @@ static af_status handle_pull(server *sv, int from, int64_t t)
     r.step = t;
     r.count = (int64_t)p->n_class_ids;
     r.dim = sv->s->D;
-    r.data.len = sizeof(float) * (size_t)r.count * sv->s->D;
-    r.data.data = (uint8_t *)sv->rows;
     Arcface__Envelope env = ARCFACE__ENVELOPE__INIT;
     env.body_case = ARCFACE__ENVELOPE__BODY_PULL_REPLY;
     env.pull_reply = &r;
-    return af_link_send(&sv->out, from, AF_TAG_REPLY, &env);
+    gather_job job = {sv->s, p->class_ids};
+    return af_link_send_fill(&sv->out, from, AF_TAG_REPLY, &env, sizeof(float) * (size_t)r.count * sv->s->D,
+                             gather_bytes, &job, sv->stage);
 bad:
     reply_error(sv, from, msg);
     return af_errorf(AF_ERR_PROTO, "%s", msg);
@@ -149,10 +170,10 @@ af_status af_server_run(const af_ctx *ctx, const af_config *cfg, af_ps_shard *s,
                            rows * (8 + sizeof(float) * s->D))) ||
         (st = af_link_init(&sv.out, ctx->world, AF_LINK_SEND, chunk, cap, 16, rows * sizeof(float) * s->D)))
         goto done;
-    sv.rows = af_malloc(sizeof(float) * (size_t)(sv.max_rows ? sv.max_rows : 1) * s->D, "pull reply rows");
+    sv.stage = af_malloc(af_link_stage_bytes(chunk, rows * sizeof(float) * s->D), "pull reply stage");
     sv.seen = af_calloc(nw, 1, "worker phase flags");
     sv.stop_req = af_malloc(sizeof(MPI_Request) * nw, "signal forwarding requests");
-    if (!sv.rows || !sv.seen || !sv.stop_req) { st = AF_ERR_NOMEM; goto done; }
+    if (!sv.stage || !sv.seen || !sv.stop_req) { st = AF_ERR_NOMEM; goto done; }
     for (size_t w = 0; w < nw; w++) sv.stop_req[w] = MPI_REQUEST_NULL;
 
     for (int64_t opt = first_opt_step;; opt++) {
@@ -266,7 +287,7 @@ done:
         if (sv.stop_req[w] != MPI_REQUEST_NULL) MPI_Request_free(&sv.stop_req[w]);
     af_link_free(&sv.in);
     af_link_free(&sv.out);
-    free(sv.rows);
+    free(sv.stage);
     free(sv.seen);
     free(sv.stop_req);
     return st;

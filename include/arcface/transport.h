@@ -3,7 +3,7 @@
  *
  * A message is one protobuf Envelope (include/arcface/msg.h). When its packed
  * size is at most the chunk limit (configuration key msg_chunk_bytes, default
- * just under 2 GiB) it travels inline as one MPI_BYTE message, as before.
+ * 1 MiB, at most just under 2 GiB) it travels inline as one MPI_BYTE message.
  * Otherwise it is split: the Envelope goes without its bulk fields (class_ids,
  * data) and with bulk_bytes set, followed on a separate tag by the raw bulk
  * bytes (the ids as int64, then the float rows) in MPI_BYTE messages of at
@@ -31,9 +31,12 @@
 #define AF_TAG_BULK_REQUEST 7004
 #define AF_TAG_BULK_REPLY 7005
 
-/* The default and bounds of msg_chunk_bytes: one MPI count, rounded down to
- * a page; the floor leaves room for every header Envelope. */
-#define AF_CHUNK_DEFAULT ((int64_t)2147483647 - 4095)
+/* The bounds of msg_chunk_bytes: one MPI count, rounded down to a page; the
+ * floor leaves room for every header Envelope. The default keeps every
+ * buffer that holds a whole inline message or one chunk small (a few per
+ * peer), while 1 MiB MPI messages still run at full bandwidth. */
+#define AF_CHUNK_MAX ((int64_t)2147483647 - 4095)
+#define AF_CHUNK_DEFAULT ((int64_t)1 << 20)
 #define AF_CHUNK_MIN ((int64_t)4096)
 
 /* One direction of traffic with one peer (or any peer, for a server's
@@ -72,6 +75,16 @@ int af_link_splits(const af_link *l, Arcface__Envelope *env);
 /* Posts env to dest (header on tag, bulk on the matching bulk tag). env's
  * bulk memory must stay unchanged until af_link_wait. */
 af_status af_link_isend(af_link *l, int dest, int tag, Arcface__Envelope *env);
+/* Blocking send of env whose data field (data_len bytes) is not in memory as
+ * one array: fill(user, off, n, dst) writes its bytes [off, off + n) to dst.
+ * They are staged through stage (2 x min(chunk, data_len) bytes, or data_len
+ * when the message goes inline), so a server answers a pull from its shard
+ * rows without a whole-size copy. */
+typedef void (*af_link_fill_fn)(void *user, size_t off, size_t n, void *dst);
+af_status af_link_send_fill(af_link *l, int dest, int tag, Arcface__Envelope *env, size_t data_len,
+                            af_link_fill_fn fill, void *user, void *stage);
+/* Bytes of the stage af_link_send_fill needs for data of up to max_data bytes. */
+size_t af_link_stage_bytes(size_t chunk, size_t max_data);
 /* Completes whatever this link has in flight; what names it in errors. */
 af_status af_link_wait(af_link *l, const char *what);
 /* Blocking send: af_link_isend + af_link_wait. */
