@@ -219,6 +219,11 @@ void af_fc_ws_free(af_fc_ws *ws)
     memset(ws, 0, sizeof *ws);
 }
 
+void af_fc_ws_set_block(af_fc_ws *ws, int rows)
+{
+    if (rows >= 1 && rows <= ws->blk) ws->blk = rows;
+}
+
 size_t af_fc_ws_bytes(int maxB, int maxK, int D)
 {
     size_t blk = (size_t)block_rows(maxB, maxK, D);

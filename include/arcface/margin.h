@@ -111,6 +111,8 @@ typedef struct {
 
 af_status af_fc_ws_init(af_fc_ws *ws, int maxB, int maxK, int D);
 void af_fc_ws_free(af_fc_ws *ws);
+/* Lowers the rows per block (tests: many blocks on small data); never raises it. */
+void af_fc_ws_set_block(af_fc_ws *ws, int rows);
 /* Bytes af_fc_ws_init allocates (for the start-up capacity check). */
 size_t af_fc_ws_bytes(int maxB, int maxK, int D);
 
