@@ -22,7 +22,9 @@ static void link_sizes(af_link_use use, double chunk, double max_inline, double 
     *cap = max_inline < chunk ? max_inline : chunk;
     *arena = 65536;
     if (use != AF_LINK_SEND) *arena += *cap + 8 * max_ids;
-    if (use == AF_LINK_RECV_REQUESTS && max_inline > chunk) *arena += max_bulk;
+    /* A split push's rows stream through one chunk (af_link_recv_data). */
+    if (use == AF_LINK_RECV_REQUESTS && max_inline > chunk) *arena += chunk;
+    (void)max_bulk;
 }
 
 double af_link_bytes(af_link_use use, double chunk, double max_inline, double max_ids, double max_bulk)
@@ -47,6 +49,11 @@ af_status af_link_init(af_link *l, MPI_Comm comm, af_link_use use, size_t chunk,
     size_t cap = (size_t)capd, arena = (size_t)arenad;
     af_status st = af_msgbuf_init_sized(&l->mb, cap, arena);
     if (st) return st;
+    l->max_bulk = max_bulk;
+    if (use == AF_LINK_RECV_REQUESTS && max_inline > chunk && !(l->stage = af_malloc(chunk, "transport stage"))) {
+        af_link_free(l);
+        return AF_ERR_NOMEM;
+    }
     l->max_req = (int)(1 + nchunks(8 * max_ids, chunk) + nchunks(max_bulk, chunk) + 2);
     l->req = af_malloc(sizeof(MPI_Request) * (size_t)l->max_req, "transport requests");
     if (!l->req) {
@@ -66,6 +73,7 @@ void af_link_free(af_link *l)
         }
     af_msgbuf_free(&l->mb);
     free(l->req);
+    free(l->stage);
     memset(l, 0, sizeof *l);
 }
 
@@ -317,10 +325,34 @@ static af_status recv_segment(af_link *l, int from, void *p, size_t bytes, const
     return AF_OK;
 }
 
+af_status af_link_recv_data(af_link *l, af_link_sink_fn sink, void *user)
+{
+    size_t total = l->pending;
+    af_status st = AF_OK;
+    l->pending = 0;
+    for (size_t off = 0; off < total; off += l->chunk) {
+        size_t n = total - off < l->chunk ? total - off : l->chunk;
+        MPI_Status ms;
+        int count, rc = MPI_Recv(l->stage, (int)n, MPI_BYTE, l->peer, bulk_tag(l->tag), l->comm, &ms);
+        if (rc == MPI_SUCCESS) rc = MPI_Get_count(&ms, MPI_BYTE, &count);
+        if (rc != MPI_SUCCESS)
+            return af_errorf(AF_ERR_MPI, "receiving bytes %zu..%zu of a split push from rank %d failed (MPI code %d)",
+                             off, off + n, l->peer, rc);
+        if ((size_t)count != n)
+            return af_errorf(AF_ERR_PROTO, "split push from rank %d: chunk at byte %zu of its rows has %d bytes, "
+                             "expected %zu", l->peer, off, count, n);
+        /* After a refusal the rest is still received, so the stream stays in step. */
+        if (sink && !st) st = sink(user, off, n, l->stage);
+    }
+    return st;
+}
+
 af_status af_link_recv(af_link *l, int source, int tag, int *from, af_msg_poll_fn poll, void *user)
 {
+    af_status st;
+    if (l->pending && (st = af_link_recv_data(l, NULL, NULL))) return st;
     l->tag = tag;
-    af_status st = af_msg_recv_poll(l->comm, source, tag, &l->mb, from, poll, user);
+    st = af_msg_recv_poll(l->comm, source, tag, &l->mb, from, poll, user);
     if (st) return st;
     l->peer = *from;
     l->last_wire = 0;
@@ -344,17 +376,17 @@ af_status af_link_recv(af_link *l, int source, int tag, int *from, af_msg_poll_f
         return af_errorf(AF_ERR_PROTO, "split %s message from rank %d: %llu bytes are not whole rows, or the header "
                          "carries bulk too", type, *from, (unsigned long long)bulk);
     int64_t *ids = af_msgbuf_alloc(&l->mb, 8 * n_ids);
-    void *rows = data ? af_msgbuf_alloc(&l->mb, data) : NULL;
-    if ((n_ids && !ids) || (data && !rows))
+    if ((n_ids && !ids) || bulk > l->max_bulk || (data && !l->stage))
         return af_errorf(AF_ERR_PROTO, "split %s message from rank %d of %llu bytes (%zu rows) is more than this rank "
                          "accepts", type, *from, (unsigned long long)bulk, n_ids);
-    if ((st = recv_segment(l, *from, ids, 8 * n_ids, type)) || (st = recv_segment(l, *from, rows, data, type)))
-        return st;
+    if ((st = recv_segment(l, *from, ids, 8 * n_ids, type))) return st;
     *f.ids = ids;
     *f.n_ids = n_ids;
     if (f.data) {
-        f.data->data = rows;
+        /* The rows stay on the wire until the caller takes them (af_link_recv_data). */
+        f.data->data = NULL;
         f.data->len = data;
+        l->pending = data;
     }
     return AF_OK;
 }

@@ -31,6 +31,7 @@ typedef struct {
     af_ps_shard *s;
     af_link in, out;      /* requests from any worker; replies (core/transport.c) */
     void *stage;          /* replies' rows on their way out (af_link_send_fill) */
+    char *rowbuf;         /* (chunk + one row) a split push's rows, assembled whole */
     int64_t max_rows;
     char *seen;           /* (W) which workers this phase has heard from */
     int stop_sent;        /* the signal number passed on to the workers (0: none yet) */
@@ -129,6 +130,31 @@ bad:
     return af_errorf(AF_ERR_PROTO, "%s", msg);
 }
 
+/* A split push's rows arrive in chunks that may cut rows: whole rows are
+ * applied as soon as they are complete, the cut one waits in rowbuf. */
+typedef struct {
+    server *sv;
+    const int64_t *ids;
+    int64_t next;   /* rows applied so far */
+    size_t have;    /* bytes of the next row already in rowbuf */
+} push_job;
+
+static af_status push_rows(void *user, size_t off, size_t n, const void *bytes)
+{
+    push_job *j = user;
+    const size_t row = sizeof(float) * (size_t)j->sv->s->D;
+    (void)off;
+    memcpy(j->sv->rowbuf + j->have, bytes, n);
+    j->have += n;
+    int64_t whole = (int64_t)(j->have / row);
+    af_status st = af_ps_shard_accumulate(j->sv->s, j->ids + j->next, whole, (const float *)j->sv->rowbuf);
+    if (st) return st;
+    j->next += whole;
+    j->have -= (size_t)whole * row;
+    memmove(j->sv->rowbuf, j->sv->rowbuf + (size_t)whole * row, j->have);
+    return AF_OK;
+}
+
 static af_status handle_push(server *sv, int from, int64_t t)
 {
     const Arcface__PushRequest *p = sv->in.mb.env->push;
@@ -143,6 +169,16 @@ static af_status handle_push(server *sv, int from, int64_t t)
         snprintf(msg, sizeof msg, "push from rank %d: %zu ids of dimension %d need %zu payload bytes, got %zu (dim %d)",
                  from, n, sv->s->D, sizeof(float) * n * (size_t)sv->s->D, p->data.len, p->dim);
         goto bad;
+    }
+    if (!p->data.data) { /* split: the rows follow, chunk by chunk */
+        if (af_ps_shard_check_push(sv->s, p->class_ids, (int64_t)n)) {
+            snprintf(msg, sizeof msg, "push from rank %d: %s", from, af_errmsg());
+            goto bad;
+        }
+        push_job j = {sv, p->class_ids, 0, 0};
+        af_status st = af_link_recv_data(&sv->in, push_rows, &j);
+        if (st) return af_error_wrap(st, "push from rank %d", from);
+        return AF_OK;
     }
     /* The arena gives 16-byte aligned blocks, so the payload is float-aligned. */
     if (af_ps_shard_accumulate(sv->s, p->class_ids, (int64_t)n, (const float *)p->data.data)) {
@@ -171,9 +207,11 @@ af_status af_server_run(const af_ctx *ctx, const af_config *cfg, af_ps_shard *s,
         (st = af_link_init(&sv.out, ctx->world, AF_LINK_SEND, chunk, cap, 16, rows * sizeof(float) * s->D)))
         goto done;
     sv.stage = af_malloc(af_link_stage_bytes(chunk, rows * sizeof(float) * s->D), "pull reply stage");
+    size_t data = rows * sizeof(float) * s->D;
+    sv.rowbuf = af_malloc((chunk < data ? chunk : data) + sizeof(float) * s->D, "split push rows");
     sv.seen = af_calloc(nw, 1, "worker phase flags");
     sv.stop_req = af_malloc(sizeof(MPI_Request) * nw, "signal forwarding requests");
-    if (!sv.stage || !sv.seen || !sv.stop_req) { st = AF_ERR_NOMEM; goto done; }
+    if (!sv.stage || !sv.rowbuf || !sv.seen || !sv.stop_req) { st = AF_ERR_NOMEM; goto done; }
     for (size_t w = 0; w < nw; w++) sv.stop_req[w] = MPI_REQUEST_NULL;
 
     for (int64_t opt = first_opt_step;; opt++) {
@@ -288,6 +326,7 @@ done:
     af_link_free(&sv.in);
     af_link_free(&sv.out);
     free(sv.stage);
+    free(sv.rowbuf);
     free(sv.seen);
     free(sv.stop_req);
     return st;

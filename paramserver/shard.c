@@ -115,30 +115,26 @@ static void stash_row(af_ps_shard *s, int64_t r, const float *g)
     }
 }
 
-/* Direct mode: checks that no row comes twice in this optimizer step (it
- * would be applied twice), marks the rows, then stashes their gradients. */
-static af_status stash(af_ps_shard *s, const int64_t *ids, int64_t n, const float *grads)
-{
-    for (int64_t i = 0; i < n; i++) {
-        int64_t r = ids[i] - s->start;
-        if (s->slot[r] >= 0) {
-            for (int64_t j = 0; j < i; j++) s->slot[ids[j] - s->start] = -1;
-            s->n_touched -= i;
-            return af_errorf(AF_ERR_PROTO, "class id %lld (item %lld) was already pushed in this optimizer step; with "
-                             "gradient_acc = 1 every row comes once a step", (long long)ids[i], (long long)i);
-        }
-        s->slot[r] = 0;
-        s->n_touched++;
-    }
-    for (int64_t i = 0; i < n; i++) stash_row(s, ids[i] - s->start, grads + (size_t)i * s->D);
-    return AF_OK;
-}
-
-af_status af_ps_shard_accumulate(af_ps_shard *s, const int64_t *ids, int64_t n, const float *grads)
+af_status af_ps_shard_check_push(af_ps_shard *s, const int64_t *ids, int64_t n)
 {
     af_status st = check_ids(s, ids, n);
     if (st) return st;
-    if (s->direct) return stash(s, ids, n, grads);
+    if (s->direct) {
+        /* A row twice in one step would be applied twice: mark (-2) to find
+         * repeats inside this push too, then unmark. */
+        for (int64_t i = 0; i < n && !st; i++) {
+            int32_t *sl = &s->slot[ids[i] - s->start];
+            if (*sl != -1)
+                st = af_errorf(AF_ERR_PROTO, "class id %lld (item %lld) %s in this optimizer step; with gradient_acc "
+                               "= 1 every row comes once a step", (long long)ids[i], (long long)i,
+                               *sl == -2 ? "comes twice in this push" : "was already pushed");
+            else
+                *sl = -2;
+        }
+        for (int64_t i = 0; i < n; i++)
+            if (s->slot[ids[i] - s->start] == -2) s->slot[ids[i] - s->start] = -1;
+        return st;
+    }
     int64_t fresh = 0;
     for (int64_t i = 0; i < n; i++) fresh += s->slot[ids[i] - s->start] < 0;
     /* Duplicates inside one push would be counted twice above: that only
@@ -146,6 +142,21 @@ af_status af_ps_shard_accumulate(af_ps_shard *s, const int64_t *ids, int64_t n, 
     if (s->n_touched + fresh > s->max_touched)
         return af_errorf(AF_ERR_PROTO, "push of %lld rows would touch %lld rows this step, more than the %lld the "
                          "sampling allows", (long long)n, (long long)(s->n_touched + fresh), (long long)s->max_touched);
+    return AF_OK;
+}
+
+af_status af_ps_shard_accumulate(af_ps_shard *s, const int64_t *ids, int64_t n, const float *grads)
+{
+    af_status st = af_ps_shard_check_push(s, ids, n);
+    if (st) return st;
+    if (s->direct) {
+        for (int64_t i = 0; i < n; i++) {
+            s->slot[ids[i] - s->start] = 0;
+            stash_row(s, ids[i] - s->start, grads + (size_t)i * s->D);
+        }
+        s->n_touched += n;
+        return AF_OK;
+    }
     const int D = s->D;
     for (int64_t i = 0; i < n; i++) {
         int64_t r = ids[i] - s->start;

@@ -64,6 +64,9 @@ af_status af_ps_shard_gather(const af_ps_shard *s, const int64_t *ids, int64_t n
  * into the optimizer state). Checks every id, the accumulator capacity (direct:
  * that no row comes twice in one optimizer step) before changing anything. */
 af_status af_ps_shard_accumulate(af_ps_shard *s, const int64_t *ids, int64_t n, const float *grads);
+/* The checks af_ps_shard_accumulate makes before changing anything, alone:
+ * for a push whose rows arrive in pieces after its ids (a split push). */
+af_status af_ps_shard_check_push(af_ps_shard *s, const int64_t *ids, int64_t n);
 /* Applies the optimizer step and clears the accumulator. */
 void af_ps_shard_apply(af_ps_shard *s, float lr);
 

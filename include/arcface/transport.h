@@ -14,9 +14,13 @@
  * Both sides know the shape of what they expect (a worker knows how many rows
  * its pull asked for), so receives of a split reply are posted before the
  * request goes out and land directly in the caller's rows: no copy and the
- * same overlap as an inline reply. A server receives split requests into its
- * unpack arena, so the caller sees the same Envelope either way. Buffers and
- * request arrays are sized once; nothing is allocated per message. */
+ * same overlap as an inline reply. A server receives a split request's ids
+ * into its unpack arena, so the caller sees the same Envelope either way,
+ * except that a split push's rows (data.data NULL, data.len set) are taken one
+ * chunk at a time with af_link_recv_data after the caller has checked the
+ * header and ids: no whole-size landing buffer. Pull replies go out the same
+ * way (af_link_send_fill). Buffers and request arrays are sized once; nothing
+ * is allocated per message. */
 #ifndef ARCFACE_TRANSPORT_H
 #define ARCFACE_TRANSPORT_H
 
@@ -50,6 +54,9 @@ typedef struct {
     int n_req, max_req;
     int peer, tag;         /* of the message in flight */
     size_t bulk_expected;  /* bytes of bulk posted for a reply (0: expect it inline) */
+    size_t max_bulk;       /* the most bulk bytes one received message may claim */
+    void *stage;           /* (chunk) a split push's rows pass through here */
+    size_t pending;        /* bytes of a split push's rows not yet received */
     size_t last_wire;      /* header / inline bytes of the last message (for byte counters) */
     int last_split;        /* the last message sent went split */
 } af_link;
@@ -106,6 +113,13 @@ af_status af_link_finish_reply(af_link *l);
  * is received: a split message claiming more than max_ids / max_bulk is
  * refused (AF_ERR_PROTO, *from set). poll as in af_msg_recv_poll. */
 af_status af_link_recv(af_link *l, int source, int tag, int *from, af_msg_poll_fn poll, void *user);
+/* The rows of the split push af_link_recv just returned (data.data NULL):
+ * receives them chunk by chunk and hands each to sink(user, off, n, bytes)
+ * (bytes [off, off + n) of the rows; NULL sink: discard). The first sink
+ * error stops the handing, not the receiving, and is returned. A later
+ * af_link_recv discards rows nobody took. */
+typedef af_status (*af_link_sink_fn)(void *user, size_t off, size_t n, const void *bytes);
+af_status af_link_recv_data(af_link *l, af_link_sink_fn sink, void *user);
 
 /* Start-up capacity check (core/capacity.c), collective over ctx->world:
  * every rank adds up what its role must hold (a server its shard and message
