@@ -1,6 +1,7 @@
 /* A parameter server's shard of the class centres (fc weights): rows
  * [start, start + count) of the global (num_classes, D) matrix, their optimizer
- * state, and the accumulator of the gradients pushed during one optimizer step.
+ * state, and (with gradient_acc > 1) the accumulator of the gradients pushed
+ * during one optimizer step.
  *
  * Memory: weights and momentum are count x D x 4 bytes each (AdamW, dense only,
  * adds a second moment), plus an int32 slot per row. With gradient_acc = 1
