@@ -108,26 +108,31 @@ def compare(a, b):
     return worst, rows
 
 
+def report(r):
+    ranks = ["worker"] * r["W"] + [f"server {p}" for p in range(r["P"])]
+    print(f"\n{r['name']} ({r['W']} worker + {r['P']} server{'s' if r['P'] > 1 else ''}), wall {r['wall']:.0f} s "
+          f"(start-up, {STEPS} steps, checkpoint)")
+    if r["split"]:
+        print(f"  transport: largest message {int(r['split'][0]):,} bytes, split into chunks of "
+              f"{int(r['split'][1]):,}")
+    print("  peak RSS: " + ", ".join(f"{n} {p / 2**30:.2f} GiB" for n, p in zip(ranks, r["peaks"])) +
+          f"; all ranks {sum(r['peaks']) / 2**30:.2f} GiB")
+    if r["prof"]:
+        t, pulled, pushed, hdr = r["prof"]
+        tot = sum(float(x) for x in re.findall(r"[0-9.]+", t))
+        print(f"  per step: {tot:.2f} s ({t.strip()}); pulled {int(pulled) / 1e9:.2f} GB, pushed "
+              f"{int(pushed) / 1e9:.2f} GB, headers {int(hdr):,} B")
+    print(f"  losses: {' '.join(f'{x:.6f}' for x in r['losses'])}", flush=True)
+
+
 def main():
     root = tempfile.mkdtemp(prefix="bench_2gib_", dir=os.environ.get("BENCH_DIR"))
     print(f"C = {C:,}, D = {D}: one whole-slice message is {C * D * 4 / 1e9:.2f} GB ({C * D * 4 / 2**30:.2f} GiB); "
-          f"weights + momentum {2 * C * D * 4 / 1e9:.2f} GB")
-    res = [run("1w1s", 1, 1, root), run("1w2s", 1, 2, root)]
-    for r in res:
-        ranks = ["worker"] * r["W"] + [f"server {p}" for p in range(r["P"])]
-        print(f"\n{r['name']} ({r['W']} worker + {r['P']} server{'s' if r['P'] > 1 else ''}), wall {r['wall']:.0f} s "
-              f"(start-up, {STEPS} steps, checkpoint)")
-        if r["split"]:
-            print(f"  transport: largest message {int(r['split'][0]):,} bytes, split into chunks of "
-                  f"{int(r['split'][1]):,}")
-        print("  peak RSS: " + ", ".join(f"{n} {p / 2**30:.2f} GiB" for n, p in zip(ranks, r["peaks"])) +
-              f"; all ranks {sum(r['peaks']) / 2**30:.2f} GiB")
-        if r["prof"]:
-            t, pulled, pushed, hdr = r["prof"]
-            tot = sum(float(x) for x in re.findall(r"[0-9.]+", t))
-            print(f"  per step: {tot:.2f} s ({t.strip()}); pulled {int(pulled) / 1e9:.2f} GB, pushed "
-                  f"{int(pushed) / 1e9:.2f} GB, headers {int(hdr):,} B")
-        print(f"  losses: {' '.join(f'{x:.6f}' for x in r['losses'])}")
+          f"weights + momentum {2 * C * D * 4 / 1e9:.2f} GB", flush=True)
+    res = []
+    for name, W, P in (("1w1s", 1, 1), ("1w2s", 1, 2)):
+        res.append(run(name, W, P, root))
+        report(res[-1])
     la, lb = res[0]["losses"], res[1]["losses"]
     dl = max(abs(x - y) / abs(y) for x, y in zip(la, lb)) if la and len(la) == len(lb) else float("inf")
     worst, rows = compare(res[0], res[1])

@@ -60,14 +60,15 @@ static int rank_needs(const af_ctx *c, const af_config *cfg, need *nd, char *bad
         int64_t touch = K * cfg->gradient_acc < count ? K * cfg->gradient_acc : count;
         /* gradient_acc = 1 needs no accumulator (paramserver/shard.c, direct mode). */
         nd[n++] = (need){"the server's shard of the fc centres (weights, optimizer state, slot map, accumulator)",
-                         (double)count * (4 * D * states + 4) + (cfg->gradient_acc > 1 ? (4 * D + 8) * (double)touch : 0),
+                         (double)count * (4 * D * states + 4) +
+                             (cfg->gradient_acc > 1 ? (4 * D + 8) * (double)touch : 0),
                          "add servers (ps) or nodes, or use fewer classes"};
         if (touch > INT32_MAX && !*bad)
             snprintf(bad, badn, "a server shard would touch %lld rows in one optimizer step, more than its int32 slot "
                      "map indexes (%d): add servers (ps), lower sample_rate or gradient_acc", (long long)touch, INT32_MAX);
         if (P) {
             double rows = (double)(K < count ? K : count), inl = 4096 + rows * (12 + 4 * D);
-            double data = rows * 4 * D, stage = data <= chunk ? data : 2 * chunk;
+            double data = rows * 4 * D, stage = (double)af_link_stage_bytes((size_t)chunk, (size_t)data);
             nd[n++] = (need){"the server's message buffers and reply stage",
                              af_link_bytes(AF_LINK_RECV_REQUESTS, chunk, inl, rows, rows * (8 + 4 * D)) +
                                  af_link_bytes(AF_LINK_SEND, chunk, inl, 16, data) + stage,

@@ -224,13 +224,6 @@ void af_fc_ws_set_block(af_fc_ws *ws, int rows)
     if (rows >= 1 && rows <= ws->blk) ws->blk = rows;
 }
 
-size_t af_fc_ws_bytes(int maxB, int maxK, int D)
-{
-    size_t blk = (size_t)block_rows(maxB, maxK, D);
-    return sizeof(float) * ((size_t)maxB * (maxK > 0 ? maxK : 1) + blk + 2 * blk * D + (size_t)maxB * blk + 2 * (size_t)maxB * D + maxB) +
-           sizeof(double) * 4 * (size_t)maxB + sizeof(int64_t) * (size_t)maxB;
-}
-
 /* Normalises rows [j0, j0 + n) of w into ws->wn, their cosines with the
  * features into ws->cos (B, n), and each row's labels relative to the block
  * (-1: target not in this block) into ws->lab. The backward pass calls it

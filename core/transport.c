@@ -176,10 +176,21 @@ af_status af_link_isend(af_link *l, int dest, int tag, Arcface__Envelope *env)
     return link_isend(l, dest, tag, env, 1);
 }
 
+/* Chunks of a filled message in flight at once: each one's completion waits
+ * for the receiver to run its MPI progress, which on a busy node takes a
+ * scheduler slice, so several go out per wait (up to 8 MiB staged). */
+static size_t stage_slots(size_t chunk)
+{
+    size_t k = ((size_t)8 << 20) / chunk;
+    return k < 2 ? 2 : k > 8 ? 8 : k;
+}
+
 size_t af_link_stage_bytes(size_t chunk, size_t max_data)
 {
-    /* Inline (data below one chunk) it is staged whole; split, two chunks. */
-    return max_data <= chunk ? (max_data ? max_data : 1) : 2 * chunk;
+    /* Inline (data below one chunk) it is staged whole; split, a few chunks. */
+    if (max_data <= chunk) return max_data ? max_data : 1;
+    size_t slots = stage_slots(chunk), need = (max_data + chunk - 1) / chunk;
+    return (need < slots ? need : slots) * chunk;
 }
 
 af_status af_link_send_fill(af_link *l, int dest, int tag, Arcface__Envelope *env, size_t data_len,
@@ -199,20 +210,22 @@ af_status af_link_send_fill(af_link *l, int dest, int tag, Arcface__Envelope *en
         af_link_wait(l, "sending");
         return st;
     }
-    /* Two stage slots: one fills while the other's chunk is on the wire. */
+    /* Stage slots: some fill while the others' chunks are on the wire. */
     const char *type = af_msg_type_name(env);
     const int base = l->n_req;
-    if (base + 2 > l->max_req) {
+    size_t slots = stage_slots(l->chunk), need = nchunks(data_len, l->chunk);
+    if (need < slots) slots = need;
+    if (base + (int)slots > l->max_req) {
         af_link_wait(l, "sending");
         return af_errorf(AF_ERR_PROTO, "%s message to rank %d: no room for its data chunks", type, dest);
     }
-    l->req[base] = l->req[base + 1] = MPI_REQUEST_NULL;
-    l->n_req = base + 2;
+    for (size_t k = 0; k < slots; k++) l->req[base + k] = MPI_REQUEST_NULL;
+    l->n_req = base + (int)slots;
     size_t i = 0;
     for (size_t off = 0; off < data_len; off += l->chunk, i++) {
         size_t n = data_len - off < l->chunk ? data_len - off : l->chunk;
-        MPI_Request *r = &l->req[base + (i & 1)];
-        char *slot = (char *)stage + (i & 1) * l->chunk;
+        MPI_Request *r = &l->req[base + i % slots];
+        char *slot = (char *)stage + (i % slots) * l->chunk;
         int rc = MPI_Wait(r, MPI_STATUS_IGNORE);
         if (rc == MPI_SUCCESS) {
             fill(user, off, n, slot);

@@ -34,7 +34,8 @@ af_status af_ps_shard_init(af_ps_shard *s, int64_t start, int64_t count, int D, 
     s->mom2 = s->adamw ? af_calloc(rows, sizeof(float), "fc shard AdamW second moment") : NULL;
     s->slot = af_malloc(sizeof(int32_t) * (count ? count : 1), "fc shard slot map");
     if (!s->direct) {
-        s->acc = af_malloc(sizeof(float) * (size_t)(s->max_touched ? s->max_touched : 1) * D, "fc gradient accumulator");
+        s->acc = af_malloc(sizeof(float) * (size_t)(s->max_touched ? s->max_touched : 1) * D,
+                           "fc gradient accumulator");
         s->touched = af_malloc(sizeof(int64_t) * (s->max_touched ? s->max_touched : 1), "fc touched rows");
     }
     if (!s->w || !s->mom || (s->adamw && !s->mom2) || !s->slot || (!s->direct && (!s->acc || !s->touched))) {

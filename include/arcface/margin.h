@@ -93,9 +93,10 @@ void af_softmax_ce_backward(const float *probs, const int64_t *labels, const dou
 /* ---- one slice's whole loss: normalise, cosines, margin, distributed CE, backward ----
  * Workspace sized at init for the largest B, K, D; no allocation per call.
  * What grows with K is the logits (B x K floats, one buffer: logits, then
- * probabilities, then their gradients in place); the normalised centres, cosines and centre gradients exist one block of blk rows
- * at a time (recomputed in the backward pass), so the caller's raw centres are
- * the only K x D array. */
+ * probabilities, then their gradients in place); the normalised centres,
+ * cosines and centre gradients exist one block of blk rows at a time
+ * (recomputed in the backward pass), so the caller's raw centres are the only
+ * K x D array. */
 typedef struct {
     int maxB, maxK, D, blk;
     float *xn, *xnorm;     /* (maxB,D), (maxB) */
@@ -113,8 +114,6 @@ af_status af_fc_ws_init(af_fc_ws *ws, int maxB, int maxK, int D);
 void af_fc_ws_free(af_fc_ws *ws);
 /* Lowers the rows per block (tests: many blocks on small data); never raises it. */
 void af_fc_ws_set_block(af_fc_ws *ws, int rows);
-/* Bytes af_fc_ws_init allocates (for the start-up capacity check). */
-size_t af_fc_ws_bytes(int maxB, int maxK, int D);
 
 /* Loss of the global batch x (B,D raw) against this slice's raw centres w (K,D),
  * labels mapped to the slice. Adds d(mean loss)/dx — this slice's partial sum,

@@ -84,9 +84,10 @@ int af_link_splits(const af_link *l, Arcface__Envelope *env);
 af_status af_link_isend(af_link *l, int dest, int tag, Arcface__Envelope *env);
 /* Blocking send of env whose data field (data_len bytes) is not in memory as
  * one array: fill(user, off, n, dst) writes its bytes [off, off + n) to dst.
- * They are staged through stage (2 x min(chunk, data_len) bytes, or data_len
- * when the message goes inline), so a server answers a pull from its shard
- * rows without a whole-size copy. */
+ * They are staged through stage (af_link_stage_bytes: data_len when the
+ * message goes inline, else up to 8 chunks in flight, at most 8 MiB unless a
+ * chunk is larger), so a server answers a pull from its shard rows without a
+ * whole-size copy. */
 typedef void (*af_link_fill_fn)(void *user, size_t off, size_t n, void *dst);
 af_status af_link_send_fill(af_link *l, int dest, int tag, Arcface__Envelope *env, size_t data_len,
                             af_link_fill_fn fill, void *user, void *stage);

@@ -204,7 +204,8 @@ def main():
             loss, gx, gw = float(f["loss"][()]), f["grad_features"][()], f["grad_weight"][()]
         rl, rgx, rgw = reference(c["x"], c["w"], c["y"], c["s"], c["m1"], c["m2"], c["m3"], c["mode"], c["easy"], c["t"])
         e = (abs(loss - rl) / max(abs(rl), 1e-12), relerr(gx, rgx), relerr(gw, rgw))
-        desc = (f"case {k:2d} blk {(0, 1, 3, 7)[k % 4] or 'all'} {c['mode']:13s} s={c['s']:<4g} m=({c['m1']:g},{c['m2']:g},{c['m3']:g}) "
+        desc = (f"case {k:2d} blk {(0, 1, 3, 7)[k % 4] or 'all'} {c['mode']:13s} s={c['s']:<4g} "
+                f"m=({c['m1']:g},{c['m2']:g},{c['m3']:g}) "
                 f"easy={c['easy']} t={c['t']:g} {c['kind']:6s} B={c['x'].shape[0]} C={c['w'].shape[0]} "
                 f"D={c['x'].shape[1]}")
         ok = max(e) <= TOL

@@ -124,7 +124,8 @@ int main(void)
     af_ps_shard s;
     if (init(&s, "sparse", "sgd", 1)) return 1;
     float g[2 * D] = {0};
-    const int64_t first[2] = {START + 1, START + 2}, again[2] = {START + 3, START + 2}, twice[2] = {START + 4, START + 4};
+    const int64_t first[2] = {START + 1, START + 2}, again[2] = {START + 3, START + 2};
+    const int64_t twice[2] = {START + 4, START + 4};
     if (af_ps_shard_accumulate(&s, first, 2, g)) {
         printf("first push refused: %s FAIL\n", af_errmsg());
         failures++;
