@@ -4,9 +4,9 @@ job with 1,000 classes (the fixed per-rank amount), so
     bytes per class = (sum of peaks at C - sum of peaks at 1,000) / (C - 1,000)
 against 128 bytes of weights + momentum (16 x 4 x 2). Peaks are each rank's
 maximum RSS as /usr/bin/time reports it (ru_maxrss).
-usage: /usr/bin/python3 bench/bench_identity.py BUILD_DIR [--msg_chunk_bytes N] [C ...]   (default C = 1,000,000)"""
+usage: /usr/bin/python3 bench/bench_identity.py BUILD_DIR [--key value ...] [C ...]   (default C = 1,000,000)
+       (--key value: arcface-train options, e.g. --msg_chunk_bytes 2147479552 or --sample_rate 0.1)"""
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -14,16 +14,17 @@ import tempfile
 BUILD = sys.argv[1]
 ARGS = sys.argv[2:]
 EXTRA = []
-if "--msg_chunk_bytes" in ARGS:
-    i = ARGS.index("--msg_chunk_bytes")
-    EXTRA = ARGS[i:i + 2]
+while any(a.startswith("--") for a in ARGS):  # --key value: passed on (later keys win over the defaults)
+    i = next(i for i, a in enumerate(ARGS) if a.startswith("--"))
+    EXTRA += ARGS[i:i + 2]
     del ARGS[i:i + 2]
 CS = [int(c) for c in ARGS] or [1_000_000]
 BIN = os.path.join(BUILD, "bin", "arcface-train")
 MPI = ["mpirun", "--allow-run-as-root", "--oversubscribe", "--bind-to", "none"]
 ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OPENBLAS_NUM_THREADS="1")
 W, P, D = 2, 2, 16
-WRAP = ["sh", "-c", 'exec /usr/bin/time -f "peak rank $OMPI_COMM_WORLD_RANK %M KiB" "$@"', "sh"]
+# One file per rank: ranks' stderr lines interleave.
+WRAP = ["sh", "-c", 'exec /usr/bin/time -o "$PEAKS/peak.$OMPI_COMM_WORLD_RANK" -f "%M" "$@"', "sh"]
 
 
 def peaks(C):
@@ -34,17 +35,19 @@ def peaks(C):
         "--batch_size", "4", "--max_steps", "3",
         "--frequent", "1", "--save_every", "0", "--loader_threads", "1", "--threads", "1",
         "--rec", "synthetic:ids=1000,per_id=2,size=28,channels=1,seed=1"] + EXTRA
-    r = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=1800)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=dict(ENV, PEAKS=out), timeout=1800)
     if r.returncode:
         sys.exit(f"C = {C} failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
-    got = {int(a): int(b) * 1024 for a, b in re.findall(r"peak rank (\d+) (\d+) KiB", r.stderr)}
-    assert len(got) == W + P, r.stderr[-2000:]
+    got = {}
+    for rank in range(W + P):
+        with open(os.path.join(out, f"peak.{rank}")) as f:
+            got[rank] = int(f.read().split()[-1]) * 1024
     return got
 
 
 def main():
     base = peaks(1000)
-    print(f"\n### Memory per identity: {W} workers + {P} servers, D = {D}, sample_rate 1, batch 4 per worker "
+    print(f"\n### Memory per identity: {W} workers + {P} servers, D = {D}, batch 4 per worker "
           f"{' '.join(EXTRA)}\n")
     print("| classes C | worker peaks | server peaks | all ranks | bytes per class above C = 1,000 | x weights + momentum (128 B) |")
     print("|---|---|---|---|---|---|")

@@ -201,13 +201,19 @@ static af_status write_rows_item(hid_t f, const char *tmp, int rank, const item_
         ds = H5Dcreate2(f, d->name, mem_type(d->type), space, lcpl, H5P_DEFAULT, H5P_DEFAULT);
     af_status st = ds < 0 ? af_errorf(AF_ERR_IO, "%s: rank %d cannot create '%s': %s", tmp, rank, d->name,
                                       af_h5_error_text(why, sizeof why)) : AF_OK;
-    if (!st && mine && mine->nrows > 0) {
-        hsize_t start[2] = {(hsize_t)mine->row0, 0}, count[2] = {(hsize_t)mine->nrows, dims[1]};
+    /* The MPI-IO driver moves at most 2 GiB per call ("can't convert from size
+     * to size_i" above that: a 40M x 16 shard is 2.56 GB), so rows go in
+     * slabs of at most 1 GiB; the writes are independent, any count per rank. */
+    const size_t esz = d->type == AF_STATE_I64 ? 8 : 4, per = (size_t)(1 << 30) / (esz * (dims[1] ? dims[1] : 1));
+    for (int64_t r0 = 0; !st && mine && r0 < mine->nrows; r0 += (int64_t)per) {
+        int64_t n = mine->nrows - r0 < (int64_t)per ? mine->nrows - r0 : (int64_t)per;
+        hsize_t start[2] = {(hsize_t)(mine->row0 + r0), 0}, count[2] = {(hsize_t)n, dims[1]};
         hid_t fs = H5Scopy(space), ms = H5Screate_simple(2, count, NULL);
+        const char *src = (const char *)mine->data + (size_t)r0 * dims[1] * esz;
         if (fs < 0 || ms < 0 || H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) < 0 ||
-            H5Dwrite(ds, mem_type(d->type), ms, fs, H5P_DEFAULT, mine->data) < 0)
+            H5Dwrite(ds, mem_type(d->type), ms, fs, H5P_DEFAULT, src) < 0)
             st = af_errorf(AF_ERR_IO, "%s: rank %d could not write rows [%lld, %lld) of %s%s: %s", tmp, rank,
-                           (long long)mine->row0, (long long)(mine->row0 + mine->nrows), d->name,
+                           (long long)(mine->row0 + r0), (long long)(mine->row0 + r0 + n), d->name,
                            space_note(tmp, room, sizeof room), af_h5_error_text(why, sizeof why));
         if (ms >= 0) H5Sclose(ms);
         if (fs >= 0) H5Sclose(fs);

@@ -58,27 +58,29 @@ static int rank_needs(const af_ctx *c, const af_config *cfg, need *nd, char *bad
     if (c->role == AF_ROLE_SERVER || P == 0) {
         int64_t count = P ? af_ctx_server_count(c, c->server_rank) : C;
         int64_t touch = K * cfg->gradient_acc < count ? K * cfg->gradient_acc : count;
+        /* gradient_acc = 1 needs no accumulator (paramserver/shard.c, direct mode). */
         nd[n++] = (need){"the server's shard of the fc centres (weights, optimizer state, slot map, accumulator)",
-                         (double)count * (4 * D * states + 4) + (4 * D + 8) * (double)touch,
+                         (double)count * (4 * D * states + 4) +
+                             (cfg->gradient_acc > 1 ? (4 * D + 8) * (double)touch : 0),
                          "add servers (ps) or nodes, or use fewer classes"};
         if (touch > INT32_MAX && !*bad)
             snprintf(bad, badn, "a server shard would touch %lld rows in one optimizer step, more than its int32 slot "
                      "map indexes (%d): add servers (ps), lower sample_rate or gradient_acc", (long long)touch, INT32_MAX);
         if (P) {
             double rows = (double)(K < count ? K : count), inl = 4096 + rows * (12 + 4 * D);
-            nd[n++] = (need){"the server's message buffers and reply rows",
+            double data = rows * 4 * D, stage = (double)af_link_stage_bytes((size_t)chunk, (size_t)data);
+            nd[n++] = (need){"the server's message buffers and reply stage",
                              af_link_bytes(AF_LINK_RECV_REQUESTS, chunk, inl, rows, rows * (8 + 4 * D)) +
-                                 af_link_bytes(AF_LINK_SEND, chunk, inl, 16, rows * 4 * D) +
-                                 rows * 4 * D,
+                                 af_link_bytes(AF_LINK_SEND, chunk, inl, 16, data) + stage,
                              "add servers (ps), or lower sample_rate or msg_chunk_bytes"};
         }
     }
     if (c->role == AF_ROLE_WORKER) {
         double slice = ((double)K + W - 1) / W;
-        nd[n++] = (need){"the worker's logits and their gradients (global batch x sampled classes / workers, 2 floats "
-                         "each)", 2.0 * G * slice * 4, "add workers, lower sample_rate or batch_size"};
-        nd[n++] = (need){"the worker's slice of the sampled centres (pulled rows, normalised copies, gradients)",
-                         4 * slice * D * 4 + 8 * (double)K, "add workers or lower sample_rate"};
+        nd[n++] = (need){"the worker's logits and their gradients (global batch x sampled classes / workers, 1 float "
+                         "each)", 1.0 * G * slice * 4, "add workers, lower sample_rate or batch_size"};
+        nd[n++] = (need){"the worker's slice of the sampled centres (pulled rows, then their gradients) and ids",
+                         slice * D * 4 + 8 * (double)K, "add workers or lower sample_rate"};
         double links = 0;
         for (int p = 0; p < P; p++) {
             double cnt = (double)af_ctx_server_count(c, p), rows = cnt < slice ? cnt : slice;

@@ -498,8 +498,8 @@ af_status af_config_check(const af_config *c)
     REQUIRE(!strcmp(c->fc_update, "sparse") || !strcmp(c->fc_update, "dense"), "fc_update",
             "must be 'sparse' or 'dense', got '%s'", c->fc_update);
     REQUIRE(c->num_classes >= 0, "num_classes", "must be >= 0 (0: from the dataset), got %lld", (long long)c->num_classes);
-    REQUIRE(c->msg_chunk_bytes >= AF_CHUNK_MIN && c->msg_chunk_bytes <= AF_CHUNK_DEFAULT, "msg_chunk_bytes",
-            "must be in [%lld, %lld] (one MPI message), got %lld", (long long)AF_CHUNK_MIN, (long long)AF_CHUNK_DEFAULT,
+    REQUIRE(c->msg_chunk_bytes >= AF_CHUNK_MIN && c->msg_chunk_bytes <= AF_CHUNK_MAX, "msg_chunk_bytes",
+            "must be in [%lld, %lld] (one MPI message), got %lld", (long long)AF_CHUNK_MIN, (long long)AF_CHUNK_MAX,
             (long long)c->msg_chunk_bytes);
     REQUIRE(c->batch_size >= 1, "batch_size", "must be >= 1, got %d", c->batch_size);
     REQUIRE(c->lr >= 0 && c->lr <= 10, "lr", "must be in [0, 10] (insightface uses up to 0.4), got %g", c->lr);

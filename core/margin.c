@@ -115,13 +115,15 @@ static inline int filtered(const af_margin *m, float c, int is_target)
     return m->filter_threshold > 0 && !is_target && c > m->filter_threshold;
 }
 
-void af_margin_forward(const af_margin *m, const float *cos, const int64_t *labels, const double *tcos,
-                       int B, int K, float *logits)
+/* The margin on a (B, K) block of cosines; logits rows are ld apart so that a
+ * block of columns of the whole logits matrix can be written in place. */
+static void margin_forward_ld(const af_margin *m, const float *cos, const int64_t *labels, const double *tcos,
+                              int B, int K, float *logits, size_t ld)
 {
     const float s = m->s;
     for (int b = 0; b < B; b++) {
         const float *c = cos + (size_t)b * K;
-        float *o = logits + (size_t)b * K;
+        float *o = logits + (size_t)b * ld;
         int64_t y = labels[b];
         for (int j = 0; j < K; j++) {
             float cj = c[j] > 1 ? 1 : c[j] < -1 ? -1 : c[j];
@@ -135,13 +137,14 @@ void af_margin_forward(const af_margin *m, const float *cos, const int64_t *labe
     }
 }
 
-void af_margin_backward(const af_margin *m, const float *cos, const int64_t *labels, const double *tcos,
-                        int B, int K, const float *dlogits, float *dcos)
+/* dcos may alias dlogits; both have rows ld apart, cos is dense (B, K). */
+static void margin_backward_ld(const af_margin *m, const float *cos, const int64_t *labels, const double *tcos,
+                               int B, int K, const float *dlogits, float *dcos, size_t ld)
 {
     const float s = m->s;
     for (int b = 0; b < B; b++) {
-        const float *c = cos + (size_t)b * K, *g = dlogits + (size_t)b * K;
-        float *o = dcos + (size_t)b * K;
+        const float *c = cos + (size_t)b * K, *g = dlogits + (size_t)b * ld;
+        float *o = dcos + (size_t)b * ld;
         int64_t y = labels[b];
         /* Read the target's incoming gradient first: dcos may alias dlogits. */
         float gy = y >= 0 ? g[y] : 0;
@@ -158,20 +161,50 @@ void af_margin_backward(const af_margin *m, const float *cos, const int64_t *lab
     }
 }
 
+void af_margin_forward(const af_margin *m, const float *cos, const int64_t *labels, const double *tcos,
+                       int B, int K, float *logits)
+{
+    margin_forward_ld(m, cos, labels, tcos, B, K, logits, (size_t)K);
+}
+
+void af_margin_backward(const af_margin *m, const float *cos, const int64_t *labels, const double *tcos,
+                        int B, int K, const float *dlogits, float *dcos)
+{
+    margin_backward_ld(m, cos, labels, tcos, B, K, dlogits, dcos, (size_t)K);
+}
+
+/* Rows of centres per block: the block's cosines (maxB x blk) and its
+ * normalised rows and their gradients (blk x D each) stay within about
+ * FC_BLOCK_BYTES, so the kernels' scratch does not grow with the classes.
+ * It depends on the batch and D only (never on the transport), so results
+ * do not depend on how messages are split. */
+#define FC_BLOCK_BYTES ((size_t)2 << 20)
+
+static int block_rows(int maxB, int maxK, int D)
+{
+    size_t per = sizeof(float) * (size_t)(maxB > D ? maxB : D);
+    size_t blk = FC_BLOCK_BYTES / per;
+    if (blk < 16) blk = 16;
+    if (blk > (size_t)(maxK > 0 ? maxK : 1)) blk = (size_t)(maxK > 0 ? maxK : 1);
+    return (int)blk;
+}
+
 af_status af_fc_ws_init(af_fc_ws *ws, int maxB, int maxK, int D)
 {
     memset(ws, 0, sizeof *ws);
     ws->maxB = maxB; ws->maxK = maxK; ws->D = D;
-    size_t bk = (size_t)maxB * (maxK > 0 ? maxK : 1);
+    ws->blk = block_rows(maxB, maxK, D);
+    size_t bk = (size_t)maxB * (maxK > 0 ? maxK : 1), bb = (size_t)maxB * ws->blk;
     if (!(ws->xn = af_malloc(sizeof(float) * maxB * D, "fc features")) ||
         !(ws->xnorm = af_malloc(sizeof(float) * maxB, "fc feature norms")) ||
-        !(ws->wn = af_malloc(sizeof(float) * (size_t)maxK * D, "fc centres")) ||
-        !(ws->wnorm = af_malloc(sizeof(float) * maxK, "fc centre norms")) ||
-        !(ws->cos = af_malloc(sizeof(float) * bk, "fc cosines")) ||
+        !(ws->wnorm = af_malloc(sizeof(float) * ws->blk, "fc centre block norms")) ||
         !(ws->logits = af_malloc(sizeof(float) * bk, "fc logits")) ||
+        !(ws->wn = af_malloc(sizeof(float) * (size_t)ws->blk * D, "fc centre block")) ||
+        !(ws->dwn = af_malloc(sizeof(float) * (size_t)ws->blk * D, "fc centre block grads")) ||
+        !(ws->cos = af_malloc(sizeof(float) * bb, "fc cosine block")) ||
         !(ws->dxn = af_malloc(sizeof(float) * maxB * D, "fc feature grads")) ||
-        !(ws->dwn = af_malloc(sizeof(float) * (size_t)maxK * D, "fc centre grads")) ||
         !(ws->tcos = af_malloc(sizeof(double) * maxB, "fc target cosines")) ||
+        !(ws->lab = af_malloc(sizeof(int64_t) * maxB, "fc block labels")) ||
         !(ws->rowbuf = af_malloc(sizeof(double) * 3 * maxB, "fc row buffer"))) {
         af_fc_ws_free(ws);
         return AF_ERR_NOMEM;
@@ -181,9 +214,26 @@ af_status af_fc_ws_init(af_fc_ws *ws, int maxB, int maxK, int D)
 
 void af_fc_ws_free(af_fc_ws *ws)
 {
-    free(ws->xn); free(ws->xnorm); free(ws->wn); free(ws->wnorm); free(ws->cos);
+    free(ws->xn); free(ws->xnorm); free(ws->wn); free(ws->wnorm); free(ws->cos); free(ws->lab);
     free(ws->logits); free(ws->dxn); free(ws->dwn); free(ws->tcos); free(ws->rowbuf);
     memset(ws, 0, sizeof *ws);
+}
+
+void af_fc_ws_set_block(af_fc_ws *ws, int rows)
+{
+    if (rows >= 1 && rows <= ws->blk) ws->blk = rows;
+}
+
+/* Normalises rows [j0, j0 + n) of w into ws->wn, their cosines with the
+ * features into ws->cos (B, n), and each row's labels relative to the block
+ * (-1: target not in this block) into ws->lab. The backward pass calls it
+ * again for the same block and gets the same bits. */
+static void fc_block(af_fc_ws *ws, const float *xn, int B, const float *w, int j0, int n, const int64_t *labels)
+{
+    const int D = ws->D;
+    af_l2norm_forward(n, D, w + (size_t)j0 * D, ws->wn, ws->wnorm);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, n, D, 1.0f, xn, D, ws->wn, D, 0.0f, ws->cos, n);
+    for (int b = 0; b < B; b++) ws->lab[b] = labels[b] >= j0 && labels[b] < j0 + n ? labels[b] - j0 : -1;
 }
 
 af_status af_fc_loss(const af_margin *m, const float *x, int B, int B_total, const float *w, int K,
@@ -196,37 +246,43 @@ af_status af_fc_loss(const af_margin *m, const float *x, int B, int B_total, con
         if (labels[b] < -1 || labels[b] >= K)
             return af_errorf(AF_ERR_ARG, "label %lld of row %d outside [-1, %d)", (long long)labels[b], b, K);
     af_l2norm_forward(B, D, x, ws->xn, ws->xnorm);
-    af_l2norm_forward(K, D, w, ws->wn, ws->wnorm);
-    if (K > 0 && B > 0)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, K, D, 1.0f, ws->xn, D, ws->wn, D, 0.0f, ws->cos, K);
-    /* The target angle decides the margin, and near theta = 0 or pi float32 cosines
-     * lose most of its bits: recompute the B target dot products in double. */
-    for (int b = 0; b < B; b++) {
-        ws->tcos[b] = 0;
-        if (labels[b] < 0) continue;
-        const float *u = ws->xn + (size_t)b * D, *v = ws->wn + (size_t)labels[b] * D;
-        double dot = 0;
-        for (int k = 0; k < D; k++) dot += (double)u[k] * v[k];
-        ws->tcos[b] = dot;
+    for (int b = 0; b < B; b++) ws->tcos[b] = 0;
+    const size_t ld = (size_t)(K > 0 ? K : 1);
+    for (int j0 = 0; j0 < K && B > 0; j0 += ws->blk) {
+        int n = K - j0 < ws->blk ? K - j0 : ws->blk;
+        fc_block(ws, ws->xn, B, w, j0, n, labels);
+        /* The target angle decides the margin, and near theta = 0 or pi float32
+         * cosines lose most of its bits: recompute the target dot products in double. */
+        for (int b = 0; b < B; b++) {
+            if (ws->lab[b] < 0) continue;
+            const float *u = ws->xn + (size_t)b * D, *v = ws->wn + (size_t)ws->lab[b] * D;
+            double dot = 0;
+            for (int k = 0; k < D; k++) dot += (double)u[k] * v[k];
+            ws->tcos[b] = dot;
+        }
+        margin_forward_ld(m, ws->cos, ws->lab, ws->tcos, B, n, ws->logits + j0, ld);
     }
-    af_margin_forward(m, ws->cos, labels, ws->tcos, B, K, ws->logits);
     af_status st = af_softmax_ce_forward(ws->logits, labels, B, K, B_total, comm, ws->rowbuf, loss);
     if (st) return st;
     if (!dx && !dw) return AF_OK;
     af_softmax_ce_backward(ws->logits, labels, ws->rowbuf, B, K, B_total, ws->logits);
-    af_margin_backward(m, ws->cos, labels, ws->tcos, B, K, ws->logits, ws->logits);
-    const float *dcos = ws->logits; /* (B,K) */
-    if (dx) {
-        memset(ws->dxn, 0, sizeof(float) * B * D);
-        if (K > 0 && B > 0)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, D, K, 1.0f, dcos, K, ws->wn, D, 0.0f, ws->dxn, D);
-        af_l2norm_backward(B, D, ws->xn, ws->xnorm, ws->dxn, dx, 1);
+    memset(ws->dxn, 0, sizeof(float) * B * D);
+    for (int j0 = 0; j0 < K && B > 0; j0 += ws->blk) {
+        int n = K - j0 < ws->blk ? K - j0 : ws->blk;
+        fc_block(ws, ws->xn, B, w, j0, n, labels);
+        float *dcos = ws->logits + j0; /* (B, n), rows ld apart, in place of the probabilities */
+        margin_backward_ld(m, ws->cos, ws->lab, ws->tcos, B, n, dcos, dcos, ld);
+        if (dx)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, D, n, 1.0f, dcos, (int)ld, ws->wn, D, 1.0f,
+                        ws->dxn, D);
+        if (dw) {
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, D, B, 1.0f, dcos, (int)ld, ws->xn, D, 0.0f,
+                        ws->dwn, D);
+            /* Written, not added: dw may be w itself, whose block is no longer read. */
+            af_l2norm_backward(n, D, ws->wn, ws->wnorm, ws->dwn, dw + (size_t)j0 * D, 0);
+        }
     }
-    if (dw) {
-        memset(ws->dwn, 0, sizeof(float) * (size_t)K * D);
-        if (K > 0 && B > 0)
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, D, B, 1.0f, dcos, K, ws->xn, D, 0.0f, ws->dwn, D);
-        af_l2norm_backward(K, D, ws->wn, ws->wnorm, ws->dwn, dw, 1);
-    }
+    if (dx) af_l2norm_backward(B, D, ws->xn, ws->xnorm, ws->dxn, dx, 1);
+    if (dw && B == 0) memset(dw, 0, sizeof(float) * (size_t)K * D);
     return AF_OK;
 }

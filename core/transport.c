@@ -22,7 +22,9 @@ static void link_sizes(af_link_use use, double chunk, double max_inline, double 
     *cap = max_inline < chunk ? max_inline : chunk;
     *arena = 65536;
     if (use != AF_LINK_SEND) *arena += *cap + 8 * max_ids;
-    if (use == AF_LINK_RECV_REQUESTS && max_inline > chunk) *arena += max_bulk;
+    /* A split push's rows stream through one chunk (af_link_recv_data). */
+    if (use == AF_LINK_RECV_REQUESTS && max_inline > chunk) *arena += chunk;
+    (void)max_bulk;
 }
 
 double af_link_bytes(af_link_use use, double chunk, double max_inline, double max_ids, double max_bulk)
@@ -47,6 +49,11 @@ af_status af_link_init(af_link *l, MPI_Comm comm, af_link_use use, size_t chunk,
     size_t cap = (size_t)capd, arena = (size_t)arenad;
     af_status st = af_msgbuf_init_sized(&l->mb, cap, arena);
     if (st) return st;
+    l->max_bulk = max_bulk;
+    if (use == AF_LINK_RECV_REQUESTS && max_inline > chunk && !(l->stage = af_malloc(chunk, "transport stage"))) {
+        af_link_free(l);
+        return AF_ERR_NOMEM;
+    }
     l->max_req = (int)(1 + nchunks(8 * max_ids, chunk) + nchunks(max_bulk, chunk) + 2);
     l->req = af_malloc(sizeof(MPI_Request) * (size_t)l->max_req, "transport requests");
     if (!l->req) {
@@ -66,6 +73,7 @@ void af_link_free(af_link *l)
         }
     af_msgbuf_free(&l->mb);
     free(l->req);
+    free(l->stage);
     memset(l, 0, sizeof *l);
 }
 
@@ -125,7 +133,9 @@ static af_status post_segment(af_link *l, void *p, size_t bytes, int send, const
     return AF_OK;
 }
 
-af_status af_link_isend(af_link *l, int dest, int tag, Arcface__Envelope *env)
+/* Packs and posts env; split, its ids always follow, its data only when
+ * post_data (af_link_send_fill streams the data itself). */
+static af_status link_isend(af_link *l, int dest, int tag, Arcface__Envelope *env, int post_data)
 {
     const char *type = af_msg_type_name(env);
     if (l->n_req)
@@ -155,9 +165,78 @@ af_status af_link_isend(af_link *l, int dest, int tag, Arcface__Envelope *env)
     int rc = MPI_Isend(l->mb.buf, (int)len, MPI_BYTE, dest, tag, l->comm, &l->req[0]);
     if (rc != MPI_SUCCESS) return mpi_fail(rc, "sending", type, dest);
     l->n_req = 1;
-    if (split && ((st = post_segment(l, ids, 8 * n_ids, 1, type)) || (st = post_segment(l, data.data, data.len, 1, type))))
+    if (split && ((st = post_segment(l, ids, 8 * n_ids, 1, type)) ||
+                  (post_data && (st = post_segment(l, data.data, data.len, 1, type)))))
         return st;
     return AF_OK;
+}
+
+af_status af_link_isend(af_link *l, int dest, int tag, Arcface__Envelope *env)
+{
+    return link_isend(l, dest, tag, env, 1);
+}
+
+/* Chunks of a filled message in flight at once: each one's completion waits
+ * for the receiver to run its MPI progress, which on a busy node takes a
+ * scheduler slice, so several go out per wait (up to 8 MiB staged). */
+static size_t stage_slots(size_t chunk)
+{
+    size_t k = ((size_t)8 << 20) / chunk;
+    return k < 2 ? 2 : k > 8 ? 8 : k;
+}
+
+size_t af_link_stage_bytes(size_t chunk, size_t max_data)
+{
+    /* Inline (data below one chunk) it is staged whole; split, a few chunks. */
+    if (max_data <= chunk) return max_data ? max_data : 1;
+    size_t slots = stage_slots(chunk), need = (max_data + chunk - 1) / chunk;
+    return (need < slots ? need : slots) * chunk;
+}
+
+af_status af_link_send_fill(af_link *l, int dest, int tag, Arcface__Envelope *env, size_t data_len,
+                            af_link_fill_fn fill, void *user, void *stage)
+{
+    bulk_fields f = fields_of(env);
+    if (!f.data) return af_errorf(AF_ERR_ARG, "a %s message carries no data to fill", af_msg_type_name(env));
+    f.data->len = data_len;
+    f.data->data = NULL;
+    if (!af_link_splits(l, env)) {
+        fill(user, 0, data_len, stage);
+        f.data->data = stage;
+        return af_link_send(l, dest, tag, env);
+    }
+    af_status st = link_isend(l, dest, tag, env, 0);
+    if (st) {
+        af_link_wait(l, "sending");
+        return st;
+    }
+    /* Stage slots: some fill while the others' chunks are on the wire. */
+    const char *type = af_msg_type_name(env);
+    const int base = l->n_req;
+    size_t slots = stage_slots(l->chunk), need = nchunks(data_len, l->chunk);
+    if (need < slots) slots = need;
+    if (base + (int)slots > l->max_req) {
+        af_link_wait(l, "sending");
+        return af_errorf(AF_ERR_PROTO, "%s message to rank %d: no room for its data chunks", type, dest);
+    }
+    for (size_t k = 0; k < slots; k++) l->req[base + k] = MPI_REQUEST_NULL;
+    l->n_req = base + (int)slots;
+    size_t i = 0;
+    for (size_t off = 0; off < data_len; off += l->chunk, i++) {
+        size_t n = data_len - off < l->chunk ? data_len - off : l->chunk;
+        MPI_Request *r = &l->req[base + i % slots];
+        char *slot = (char *)stage + (i % slots) * l->chunk;
+        int rc = af_mpi_waitall_patiently(1, r); /* not a spin: the worker may be busy computing */
+        if (rc == MPI_SUCCESS) {
+            fill(user, off, n, slot);
+            rc = MPI_Isend(slot, (int)n, MPI_BYTE, dest, bulk_tag(tag), l->comm, r);
+        }
+        if (rc != MPI_SUCCESS) {
+            af_link_wait(l, "sending");
+            return mpi_fail(rc, "sending", type, dest);
+        }
+    }
+    return af_link_wait(l, "sending a message");
 }
 
 af_status af_link_wait(af_link *l, const char *what)
@@ -259,10 +338,34 @@ static af_status recv_segment(af_link *l, int from, void *p, size_t bytes, const
     return AF_OK;
 }
 
+af_status af_link_recv_data(af_link *l, af_link_sink_fn sink, void *user)
+{
+    size_t total = l->pending;
+    af_status st = AF_OK;
+    l->pending = 0;
+    for (size_t off = 0; off < total; off += l->chunk) {
+        size_t n = total - off < l->chunk ? total - off : l->chunk;
+        MPI_Status ms;
+        int count, rc = MPI_Recv(l->stage, (int)n, MPI_BYTE, l->peer, bulk_tag(l->tag), l->comm, &ms);
+        if (rc == MPI_SUCCESS) rc = MPI_Get_count(&ms, MPI_BYTE, &count);
+        if (rc != MPI_SUCCESS)
+            return af_errorf(AF_ERR_MPI, "receiving bytes %zu..%zu of a split push from rank %d failed (MPI code %d)",
+                             off, off + n, l->peer, rc);
+        if ((size_t)count != n)
+            return af_errorf(AF_ERR_PROTO, "split push from rank %d: chunk at byte %zu of its rows has %d bytes, "
+                             "expected %zu", l->peer, off, count, n);
+        /* After a refusal the rest is still received, so the stream stays in step. */
+        if (sink && !st) st = sink(user, off, n, l->stage);
+    }
+    return st;
+}
+
 af_status af_link_recv(af_link *l, int source, int tag, int *from, af_msg_poll_fn poll, void *user)
 {
+    af_status st;
+    if (l->pending && (st = af_link_recv_data(l, NULL, NULL))) return st;
     l->tag = tag;
-    af_status st = af_msg_recv_poll(l->comm, source, tag, &l->mb, from, poll, user);
+    st = af_msg_recv_poll(l->comm, source, tag, &l->mb, from, poll, user);
     if (st) return st;
     l->peer = *from;
     l->last_wire = 0;
@@ -286,17 +389,17 @@ af_status af_link_recv(af_link *l, int source, int tag, int *from, af_msg_poll_f
         return af_errorf(AF_ERR_PROTO, "split %s message from rank %d: %llu bytes are not whole rows, or the header "
                          "carries bulk too", type, *from, (unsigned long long)bulk);
     int64_t *ids = af_msgbuf_alloc(&l->mb, 8 * n_ids);
-    void *rows = data ? af_msgbuf_alloc(&l->mb, data) : NULL;
-    if ((n_ids && !ids) || (data && !rows))
+    if ((n_ids && !ids) || bulk > l->max_bulk || (data && !l->stage))
         return af_errorf(AF_ERR_PROTO, "split %s message from rank %d of %llu bytes (%zu rows) is more than this rank "
                          "accepts", type, *from, (unsigned long long)bulk, n_ids);
-    if ((st = recv_segment(l, *from, ids, 8 * n_ids, type)) || (st = recv_segment(l, *from, rows, data, type)))
-        return st;
+    if ((st = recv_segment(l, *from, ids, 8 * n_ids, type))) return st;
     *f.ids = ids;
     *f.n_ids = n_ids;
     if (f.data) {
-        f.data->data = rows;
+        /* The rows stay on the wire until the caller takes them (af_link_recv_data). */
+        f.data->data = NULL;
         f.data->len = data;
+        l->pending = data;
     }
     return AF_OK;
 }

@@ -30,7 +30,8 @@ typedef struct {
     const af_ctx *ctx;
     af_ps_shard *s;
     af_link in, out;      /* requests from any worker; replies (core/transport.c) */
-    float *rows;          /* (max_rows, D) gather buffer for replies */
+    void *stage;          /* replies' rows on their way out (af_link_send_fill) */
+    char *rowbuf;         /* (chunk + one row) a split push's rows, assembled whole */
     int64_t max_rows;
     char *seen;           /* (W) which workers this phase has heard from */
     int stop_sent;        /* the signal number passed on to the workers (0: none yet) */
@@ -87,6 +88,27 @@ static void reply_error(server *sv, int to, const char *msg)
 
 static int is_worker(const server *sv, int from) { return from >= 0 && from < sv->ctx->W; }
 
+/* The rows a pull asked for, as the bytes of one (n, D) array, read from the
+ * shard piece by piece while the reply goes out. */
+typedef struct {
+    const af_ps_shard *s;
+    const int64_t *ids;
+} gather_job;
+
+static void gather_bytes(void *user, size_t off, size_t n, void *dst)
+{
+    const gather_job *j = user;
+    const size_t row = sizeof(float) * (size_t)j->s->D;
+    char *o = dst;
+    while (n) {
+        size_t i = off / row, in = off % row, take = row - in < n ? row - in : n;
+        memcpy(o, (const char *)(j->s->w + (size_t)(j->ids[i] - j->s->start) * j->s->D) + in, take);
+        o += take;
+        off += take;
+        n -= take;
+    }
+}
+
 /* Answers one pull; AF_ERR_PROTO (already replied to) for a bad one. */
 static af_status handle_pull(server *sv, int from, int64_t t)
 {
@@ -102,7 +124,7 @@ static af_status handle_pull(server *sv, int from, int64_t t)
                  p->n_class_ids, (long long)sv->max_rows);
         goto bad;
     }
-    if (af_ps_shard_gather(sv->s, p->class_ids, (int64_t)p->n_class_ids, sv->rows)) {
+    if (af_ps_shard_check_ids(sv->s, p->class_ids, (int64_t)p->n_class_ids)) {
         snprintf(msg, sizeof msg, "pull from rank %d: %s", from, af_errmsg());
         goto bad;
     }
@@ -110,18 +132,43 @@ static af_status handle_pull(server *sv, int from, int64_t t)
     r.step = t;
     r.count = (int64_t)p->n_class_ids;
     r.dim = sv->s->D;
-    r.data.len = sizeof(float) * (size_t)r.count * sv->s->D;
-    r.data.data = (uint8_t *)sv->rows;
     Arcface__Envelope env = ARCFACE__ENVELOPE__INIT;
     env.body_case = ARCFACE__ENVELOPE__BODY_PULL_REPLY;
     env.pull_reply = &r;
+    gather_job job = {sv->s, p->class_ids};
     af_ctx_wait("a worker to take the pull reply of micro-step", t, from, AF_WAIT_REPLY);
-    af_status st = af_link_send(&sv->out, from, AF_TAG_REPLY, &env);
+    af_status st = af_link_send_fill(&sv->out, from, AF_TAG_REPLY, &env, sizeof(float) * (size_t)r.count * sv->s->D,
+                                     gather_bytes, &job, sv->stage);
     af_ctx_wait_done();
     return st;
 bad:
     reply_error(sv, from, msg);
     return af_errorf(AF_ERR_PROTO, "%s", msg);
+}
+
+/* A split push's rows arrive in chunks that may cut rows: whole rows are
+ * applied as soon as they are complete, the cut one waits in rowbuf. */
+typedef struct {
+    server *sv;
+    const int64_t *ids;
+    int64_t next;   /* rows applied so far */
+    size_t have;    /* bytes of the next row already in rowbuf */
+} push_job;
+
+static af_status push_rows(void *user, size_t off, size_t n, const void *bytes)
+{
+    push_job *j = user;
+    const size_t row = sizeof(float) * (size_t)j->sv->s->D;
+    (void)off;
+    memcpy(j->sv->rowbuf + j->have, bytes, n);
+    j->have += n;
+    int64_t whole = (int64_t)(j->have / row);
+    af_status st = af_ps_shard_accumulate(j->sv->s, j->ids + j->next, whole, (const float *)j->sv->rowbuf);
+    if (st) return st;
+    j->next += whole;
+    j->have -= (size_t)whole * row;
+    memmove(j->sv->rowbuf, j->sv->rowbuf + (size_t)whole * row, j->have);
+    return AF_OK;
 }
 
 static af_status handle_push(server *sv, int from, int64_t t)
@@ -138,6 +185,16 @@ static af_status handle_push(server *sv, int from, int64_t t)
         snprintf(msg, sizeof msg, "push from rank %d: %zu ids of dimension %d need %zu payload bytes, got %zu (dim %d)",
                  from, n, sv->s->D, sizeof(float) * n * (size_t)sv->s->D, p->data.len, p->dim);
         goto bad;
+    }
+    if (!p->data.data) { /* split: the rows follow, chunk by chunk */
+        if (af_ps_shard_check_push(sv->s, p->class_ids, (int64_t)n)) {
+            snprintf(msg, sizeof msg, "push from rank %d: %s", from, af_errmsg());
+            goto bad;
+        }
+        push_job j = {sv, p->class_ids, 0, 0};
+        af_status st = af_link_recv_data(&sv->in, push_rows, &j);
+        if (st) return af_error_wrap(st, "push from rank %d", from);
+        return AF_OK;
     }
     /* The arena gives 16-byte aligned blocks, so the payload is float-aligned. */
     if (af_ps_shard_accumulate(sv->s, p->class_ids, (int64_t)n, (const float *)p->data.data)) {
@@ -165,10 +222,12 @@ af_status af_server_run(const af_ctx *ctx, const af_config *cfg, af_ps_shard *s,
                            rows * (8 + sizeof(float) * s->D))) ||
         (st = af_link_init(&sv.out, ctx->world, AF_LINK_SEND, chunk, cap, 16, rows * sizeof(float) * s->D)))
         goto done;
-    sv.rows = af_malloc(sizeof(float) * (size_t)(sv.max_rows ? sv.max_rows : 1) * s->D, "pull reply rows");
+    sv.stage = af_malloc(af_link_stage_bytes(chunk, rows * sizeof(float) * s->D), "pull reply stage");
+    size_t data = rows * sizeof(float) * s->D;
+    sv.rowbuf = af_malloc((chunk < data ? chunk : data) + sizeof(float) * s->D, "split push rows");
     sv.seen = af_calloc(nw, 1, "worker phase flags");
     sv.stop_req = af_malloc(sizeof(MPI_Request) * nw, "signal forwarding requests");
-    if (!sv.rows || !sv.seen || !sv.stop_req) { st = AF_ERR_NOMEM; goto done; }
+    if (!sv.stage || !sv.rowbuf || !sv.seen || !sv.stop_req) { st = AF_ERR_NOMEM; goto done; }
     for (size_t w = 0; w < nw; w++) sv.stop_req[w] = MPI_REQUEST_NULL;
     /* After a checkpoint with val_targets set, worker 0 evaluates before the
      * next pull: a wait nothing here can bound (ctx.h). */
@@ -289,7 +348,8 @@ done:
         if (sv.stop_req[w] != MPI_REQUEST_NULL) MPI_Request_free(&sv.stop_req[w]);
     af_link_free(&sv.in);
     af_link_free(&sv.out);
-    free(sv.rows);
+    free(sv.stage);
+    free(sv.rowbuf);
     free(sv.seen);
     free(sv.stop_req);
     return st;

@@ -24,14 +24,21 @@ af_status af_ps_shard_init(af_ps_shard *s, int64_t start, int64_t count, int D, 
     s->beta2 = 0.999f;
     s->eps = 1e-8f;
     s->max_touched = max_touched < count ? max_touched : count;
+    /* With one push per optimizer step every touched row gets its gradient
+     * exactly once (workers' slices of the sampled ids are disjoint), so it
+     * can go straight into the optimizer state: no accumulator at all. */
+    s->direct = cfg->gradient_acc <= 1;
     size_t rows = (size_t)count * D;
     s->w = af_malloc(sizeof(float) * rows, "fc shard weights");
     s->mom = af_calloc(rows, sizeof(float), "fc shard momentum");
     s->mom2 = s->adamw ? af_calloc(rows, sizeof(float), "fc shard AdamW second moment") : NULL;
     s->slot = af_malloc(sizeof(int32_t) * (count ? count : 1), "fc shard slot map");
-    s->acc = af_malloc(sizeof(float) * (size_t)(s->max_touched ? s->max_touched : 1) * D, "fc gradient accumulator");
-    s->touched = af_malloc(sizeof(int64_t) * (s->max_touched ? s->max_touched : 1), "fc touched rows");
-    if (!s->w || !s->mom || (s->adamw && !s->mom2) || !s->slot || !s->acc || !s->touched) {
+    if (!s->direct) {
+        s->acc = af_malloc(sizeof(float) * (size_t)(s->max_touched ? s->max_touched : 1) * D,
+                           "fc gradient accumulator");
+        s->touched = af_malloc(sizeof(int64_t) * (s->max_touched ? s->max_touched : 1), "fc touched rows");
+    }
+    if (!s->w || !s->mom || (s->adamw && !s->mom2) || !s->slot || (!s->direct && (!s->acc || !s->touched))) {
         af_ps_shard_free(s);
         return AF_ERR_NOMEM;
     }
@@ -73,6 +80,11 @@ static af_status check_ids(const af_ps_shard *s, const int64_t *ids, int64_t n)
     return AF_OK;
 }
 
+af_status af_ps_shard_check_ids(const af_ps_shard *s, const int64_t *ids, int64_t n)
+{
+    return check_ids(s, ids, n);
+}
+
 af_status af_ps_shard_gather(const af_ps_shard *s, const int64_t *ids, int64_t n, float *out)
 {
     af_status st = check_ids(s, ids, n);
@@ -82,10 +94,48 @@ af_status af_ps_shard_gather(const af_ps_shard *s, const int64_t *ids, int64_t n
     return AF_OK;
 }
 
-af_status af_ps_shard_accumulate(af_ps_shard *s, const int64_t *ids, int64_t n, const float *grads)
+/* The part of the optimizer step that does not need the learning rate,
+ * for one row's gradient g: SGD's v = mu v + (g + wd w), AdamW's moments.
+ * apply() finishes it with the same expressions the whole-step update uses. */
+static void stash_row(af_ps_shard *s, int64_t r, const float *g)
+{
+    const int D = s->D;
+    float *w = s->w + (size_t)r * D, *m = s->mom + (size_t)r * D;
+    if (s->adamw) {
+        float *v = s->mom2 + (size_t)r * D;
+        for (int k = 0; k < D; k++) {
+            float gk = g ? g[k] : 0.0f;
+            m[k] = s->beta1 * m[k] + (1 - s->beta1) * gk;
+            v[k] = s->beta2 * v[k] + (1 - s->beta2) * gk * gk;
+        }
+        return;
+    }
+    for (int k = 0; k < D; k++) {
+        float d = (g ? g[k] : 0.0f) + s->weight_decay * w[k];
+        m[k] = s->momentum * m[k] + d;
+    }
+}
+
+af_status af_ps_shard_check_push(af_ps_shard *s, const int64_t *ids, int64_t n)
 {
     af_status st = check_ids(s, ids, n);
     if (st) return st;
+    if (s->direct) {
+        /* A row twice in one step would be applied twice: mark (-2) to find
+         * repeats inside this push too, then unmark. */
+        for (int64_t i = 0; i < n && !st; i++) {
+            int32_t *sl = &s->slot[ids[i] - s->start];
+            if (*sl != -1)
+                st = af_errorf(AF_ERR_PROTO, "class id %lld (item %lld) %s in this optimizer step; with gradient_acc "
+                               "= 1 every row comes once a step", (long long)ids[i], (long long)i,
+                               *sl == -2 ? "comes twice in this push" : "was already pushed");
+            else
+                *sl = -2;
+        }
+        for (int64_t i = 0; i < n; i++)
+            if (s->slot[ids[i] - s->start] == -2) s->slot[ids[i] - s->start] = -1;
+        return st;
+    }
     int64_t fresh = 0;
     for (int64_t i = 0; i < n; i++) fresh += s->slot[ids[i] - s->start] < 0;
     /* Duplicates inside one push would be counted twice above: that only
@@ -93,6 +143,21 @@ af_status af_ps_shard_accumulate(af_ps_shard *s, const int64_t *ids, int64_t n, 
     if (s->n_touched + fresh > s->max_touched)
         return af_errorf(AF_ERR_PROTO, "push of %lld rows would touch %lld rows this step, more than the %lld the "
                          "sampling allows", (long long)n, (long long)(s->n_touched + fresh), (long long)s->max_touched);
+    return AF_OK;
+}
+
+af_status af_ps_shard_accumulate(af_ps_shard *s, const int64_t *ids, int64_t n, const float *grads)
+{
+    af_status st = af_ps_shard_check_push(s, ids, n);
+    if (st) return st;
+    if (s->direct) {
+        for (int64_t i = 0; i < n; i++) {
+            s->slot[ids[i] - s->start] = 0;
+            stash_row(s, ids[i] - s->start, grads + (size_t)i * s->D);
+        }
+        s->n_touched += n;
+        return AF_OK;
+    }
     const int D = s->D;
     for (int64_t i = 0; i < n; i++) {
         int64_t r = ids[i] - s->start;
@@ -120,9 +185,45 @@ static void sgd_row(float *w, float *v, const float *g, int D, float lr, float m
     }
 }
 
+/* Direct mode's optimizer step: rows nobody pushed get their zero-gradient
+ * stash (dense modes only), then the learning-rate part for the rows that move. */
+static void apply_direct(af_ps_shard *s, float lr)
+{
+    const int D = s->D;
+    const int dense = s->adamw || s->mode == AF_FC_DENSE;
+    float step = lr, sbc2 = 1;
+    if (s->adamw) {
+        s->adam_t++;
+        float bc1 = 1.0f - powf(s->beta1, (float)s->adam_t), bc2 = 1.0f - powf(s->beta2, (float)s->adam_t);
+        step = lr / bc1;
+        sbc2 = sqrtf(bc2);
+    }
+    for (int64_t r = 0; r < s->count; r++) {
+        int touched = s->slot[r] >= 0;
+        if (!touched && !dense) continue;
+        if (!touched) stash_row(s, r, NULL);
+        s->slot[r] = -1;
+        float *w = s->w + (size_t)r * D, *m = s->mom + (size_t)r * D;
+        if (s->adamw) {
+            const float *v = s->mom2 + (size_t)r * D;
+            for (int k = 0; k < D; k++) {
+                w[k] *= 1.0f - lr * s->weight_decay;
+                w[k] -= step * m[k] / (sqrtf(v[k]) / sbc2 + s->eps);
+            }
+        } else {
+            for (int k = 0; k < D; k++) w[k] -= lr * m[k];
+        }
+    }
+    s->n_touched = 0;
+}
+
 void af_ps_shard_apply(af_ps_shard *s, float lr)
 {
     const int D = s->D;
+    if (s->direct) {
+        apply_direct(s, lr);
+        return;
+    }
     if (s->adamw) {
         /* torch.optim.AdamW: decoupled decay, bias-corrected moments. */
         s->adam_t++;
@@ -176,5 +277,5 @@ size_t af_ps_shard_state_bytes(const af_ps_shard *s)
 size_t af_ps_shard_total_bytes(const af_ps_shard *s)
 {
     return af_ps_shard_state_bytes(s) + sizeof(int32_t) * (size_t)s->count +
-           (sizeof(float) * s->D + sizeof(int64_t)) * (size_t)s->max_touched;
+           (s->direct ? 0 : (sizeof(float) * s->D + sizeof(int64_t)) * (size_t)s->max_touched);
 }

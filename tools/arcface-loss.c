@@ -4,7 +4,8 @@
  * IN.h5: datasets features (B, D) float32 raw, weight (C, D) float32 raw,
  * labels (B) int64 in [0, C) or -1 (the row's class is not among these
  * centres: no margin, as for a row owned by another shard); root attributes s, m1, m2, m3, and optionally
- * mode ("analytic" | "arcface_torch"), easy_margin (0/1), filter_threshold.
+ * mode ("analytic" | "arcface_torch"), easy_margin (0/1), filter_threshold, block_rows (centre rows per
+ * block of the fc kernels; default: their own choice, which covers small C in one block).
  * OUT.h5: loss (scalar float64), grad_features (B, D), grad_weight (C, D): the
  * gradients of the mean loss w.r.t. the raw inputs. */
 #include <hdf5.h>
@@ -80,6 +81,15 @@ static af_status run(const char *in, const char *out)
     if ((st = af_margin_check(&m))) { af_error_wrap(st, "%s", in); goto fail; }
 
     if ((st = af_fc_ws_init(&ws, B, C, D))) goto fail;
+    if (af_h5_attr_exists(f, "block_rows")) {
+        double v;
+        if ((st = af_h5_attr_get_double(f, in, "block_rows", &v))) goto fail;
+        if (!(v >= 1 && v <= ws.blk)) {
+            st = af_errorf(AF_ERR_FORMAT, "%s: attribute block_rows = %g, expected 1 .. %d", in, v, ws.blk);
+            goto fail;
+        }
+        af_fc_ws_set_block(&ws, (int)v);
+    }
     gx = af_calloc((size_t)B * D, sizeof(float), "grad_features");
     gw = af_calloc((size_t)C * D, sizeof(float), "grad_weight");
     if (!gx || !gw) { st = AF_ERR_NOMEM; goto fail; }

@@ -125,12 +125,11 @@ af_status af_worker_init(af_worker *w, const af_ctx *ctx, const af_config *cfg, 
     w->labels = af_malloc(sizeof(int64_t) * w->b, "labels");
     w->labels_g = af_malloc(sizeof(int64_t) * w->G, "global labels");
     w->wslice = af_malloc(sizeof(float) * (size_t)(w->max_slice ? w->max_slice : 1) * w->D, "centre slice");
-    w->dwslice = af_malloc(sizeof(float) * (size_t)(w->max_slice ? w->max_slice : 1) * w->D, "centre slice grads");
     w->slice_labels = af_malloc(sizeof(int64_t) * w->G, "slice labels");
     w->X = af_malloc(sizeof(float) * (size_t)w->G * w->D, "global features");
     w->dX = af_malloc(sizeof(float) * (size_t)w->G * w->D, "global feature grads");
     w->dx_local = af_malloc(sizeof(float) * (size_t)w->b * w->D, "local feature grads");
-    if (!w->images || !w->labels || !w->labels_g || !w->wslice || !w->dwslice || !w->slice_labels || !w->X ||
+    if (!w->images || !w->labels || !w->labels_g || !w->wslice || !w->slice_labels || !w->X ||
         !w->dX || !w->dx_local) { st = AF_ERR_NOMEM; goto fail; }
     if ((st = af_fc_ws_init(&w->fcws, w->G, (int)w->max_slice, w->D))) goto fail;
 
@@ -214,7 +213,7 @@ void af_worker_free(af_worker *w)
     for (int p = 0; p < w->P && w->tx; p++) af_link_free(&w->tx[p]);
     af_msgbuf_free(&w->ctl);
     free(w->rx); free(w->tx); free(w->srv_lo); free(w->srv_hi);
-    free(w->images); free(w->labels); free(w->labels_g); free(w->wslice); free(w->dwslice);
+    free(w->images); free(w->labels); free(w->labels_g); free(w->wslice);
     free(w->slice_labels); free(w->X); free(w->dX); free(w->dx_local); free(w->bucket_req);
     memset(w, 0, sizeof *w);
 }
@@ -317,7 +316,8 @@ static af_status post_pushes(af_worker *w, int64_t t)
         pr.class_ids = w->pfc.ids + w->srv_lo[p];
         pr.dim = w->D;
         pr.data.len = sizeof(float) * (size_t)n * w->D;
-        pr.data.data = (uint8_t *)(w->dwslice + (size_t)(w->srv_lo[p] - w->lo) * w->D);
+        /* The slice holds the centre gradients now (af_fc_loss wrote them over the centres). */
+        pr.data.data = (uint8_t *)(w->wslice + (size_t)(w->srv_lo[p] - w->lo) * w->D);
         Arcface__Envelope env = ARCFACE__ENVELOPE__INIT;
         env.body_case = ARCFACE__ENVELOPE__BODY_PUSH;
         env.push = &pr;
@@ -488,11 +488,10 @@ af_status af_worker_step(af_worker *w, int64_t opt_step, float lr, double *loss)
             w->slice_labels[r] = g >= w->lo && g < w->hi ? g - w->lo : -1;
         }
         memset(w->dX, 0, sizeof(float) * (size_t)G * D);
-        memset(w->dwslice, 0, sizeof(float) * (size_t)(k ? k : 1) * D);
         double l;
         af_ctx_wait("the margin-softmax all-reduces among workers of micro-step", t, -1, AF_WAIT_GROUP);
         st = af_fc_loss(&w->margin, w->X, G, G, w->wslice, (int)k, w->slice_labels, comm, &w->fcws, &l, w->dX,
-                        w->dwslice);
+                        w->wslice);
         af_ctx_wait_done();
         if (st) return st;
         total_loss += l;
@@ -508,7 +507,7 @@ af_status af_worker_step(af_worker *w, int64_t opt_step, float lr, double *loss)
         if (m == 0 && (st = af_ctx_fault(w->ctx, "push", opt_step))) return st;
         if (w->P > 0) {
             if ((st = post_pushes(w, t))) return st;
-        } else if ((st = af_ps_shard_accumulate(&w->local, w->pfc.ids + w->lo, k, w->dwslice))) {
+        } else if ((st = af_ps_shard_accumulate(&w->local, w->pfc.ids + w->lo, k, w->wslice))) {
             return st;
         }
         w->t[AF_T_LOGITS] += MPI_Wtime() - t0;

@@ -91,24 +91,36 @@ void af_softmax_ce_backward(const float *probs, const int64_t *labels, const dou
                             int B_total, float *dlogits);
 
 /* ---- one slice's whole loss: normalise, cosines, margin, distributed CE, backward ----
- * Workspace sized at init for the largest B, K, D; no allocation per call. */
+ * Workspace sized at init for the largest B, K, D; no allocation per call.
+ * What grows with K is the logits (B x K floats, one buffer: logits, then
+ * probabilities, then their gradients in place); the normalised centres,
+ * cosines and centre gradients exist one block of blk rows at a time
+ * (recomputed in the backward pass), so the caller's raw centres are the only
+ * K x D array. */
 typedef struct {
-    int maxB, maxK, D;
+    int maxB, maxK, D, blk;
     float *xn, *xnorm;     /* (maxB,D), (maxB) */
-    float *wn, *wnorm;     /* (maxK,D), (maxK) */
-    float *cos, *logits;   /* (maxB,maxK) each; logits become probs then dcos */
-    float *dxn, *dwn;      /* (maxB,D), (maxK,D) */
+    float *wnorm;          /* (blk) the block's centre norms */
+    float *logits;         /* (maxB,maxK): logits, then probs, then dcos */
+    float *wn, *dwn;       /* (blk,D) one block of normalised centres and their gradients */
+    float *cos;            /* (maxB,blk) the block's cosines */
+    float *dxn;            /* (maxB,D) */
     double *tcos;          /* (maxB) */
+    int64_t *lab;          /* (maxB) labels relative to the block */
     double *rowbuf;        /* (3*maxB) */
 } af_fc_ws;
 
 af_status af_fc_ws_init(af_fc_ws *ws, int maxB, int maxK, int D);
 void af_fc_ws_free(af_fc_ws *ws);
+/* Lowers the rows per block (tests: many blocks on small data); never raises it. */
+void af_fc_ws_set_block(af_fc_ws *ws, int rows);
 
 /* Loss of the global batch x (B,D raw) against this slice's raw centres w (K,D),
  * labels mapped to the slice. Adds d(mean loss)/dx — this slice's partial sum,
- * to be summed over slices by the caller — into dx and d/dw into dw (either may be
- * NULL to skip). Collective over comm. */
+ * to be summed over slices by the caller — into dx and writes d/dw into dw
+ * (either may be NULL to skip). dw may be w itself: the centres are then
+ * replaced by their gradients, so a worker needs no second K x D array.
+ * Collective over comm. */
 af_status af_fc_loss(const af_margin *m, const float *x, int B, int B_total, const float *w, int K,
                      const int64_t *labels, MPI_Comm comm, af_fc_ws *ws, double *loss, float *dx, float *dw);
 

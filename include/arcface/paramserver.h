@@ -1,10 +1,17 @@
 /* A parameter server's shard of the class centres (fc weights): rows
  * [start, start + count) of the global (num_classes, D) matrix, their optimizer
- * state, and the accumulator of the gradients pushed during one optimizer step.
+ * state, and (with gradient_acc > 1) the accumulator of the gradients pushed
+ * during one optimizer step.
  *
  * Memory: weights and momentum are count x D x 4 bytes each (AdamW, dense only,
- * adds a second moment); the rest is small and fixed: an int32 slot per row
- * mapping touched rows into the accumulator (max_touched x D floats).
+ * adds a second moment), plus an int32 slot per row. With gradient_acc = 1
+ * ("direct" mode) each touched row's gradient arrives exactly once per
+ * optimizer step and goes straight into the optimizer state (SGD momentum
+ * v = mu v + g + wd w, AdamW's moments: the parts without the learning rate,
+ * which only the commit brings); the slot only marks the row, and the commit
+ * does the rest (w -= lr v). A row pushed twice in one step is refused.
+ * With gradient_acc > 1 gradients are summed first into an accumulator of
+ * max_touched x D floats (the slot maps a row to its place there).
  *
  * Update modes (optimizer step with learning rate lr; wd weight decay, mu momentum):
  *   sparse  only rows pushed this step: g = acc + wd w; v = mu v + g; w -= lr v
@@ -36,9 +43,10 @@ typedef struct {
     float *w;            /* (count, D) */
     float *mom;          /* (count, D) momentum (SGD) or exp_avg (AdamW) */
     float *mom2;         /* (count, D) exp_avg_sq (AdamW), else NULL */
-    int32_t *slot;       /* (count) row -> accumulator slot, -1 if untouched this step */
-    float *acc;          /* (max_touched, D) */
-    int64_t *touched;    /* (max_touched) local rows in slot order */
+    int direct;          /* gradient_acc = 1: gradients go straight into the optimizer state */
+    int32_t *slot;       /* (count) row -> accumulator slot (direct: 0), -1 if untouched this step */
+    float *acc;          /* (max_touched, D), NULL when direct */
+    int64_t *touched;    /* (max_touched) local rows in slot order, NULL when direct */
     int64_t n_touched, max_touched;
 } af_ps_shard;
 
@@ -48,12 +56,18 @@ void af_ps_shard_free(af_ps_shard *s);
 /* Initial weights N(0, 0.01), row c from (seed, global class c). */
 void af_ps_shard_init_weights(af_ps_shard *s, uint64_t seed);
 
+/* AF_ERR_PROTO naming the first of the n global class ids outside the shard. */
+af_status af_ps_shard_check_ids(const af_ps_shard *s, const int64_t *ids, int64_t n);
 /* out (n, D) = rows of the given global class ids. Fails, touching nothing, if
  * an id is outside the shard. */
 af_status af_ps_shard_gather(const af_ps_shard *s, const int64_t *ids, int64_t n, float *out);
-/* Adds grads (n, D) into the accumulator rows of the given ids. Checks every id
- * and the accumulator capacity before changing anything. */
+/* Adds grads (n, D) into the accumulator rows of the given ids (direct mode:
+ * into the optimizer state). Checks every id, the accumulator capacity (direct:
+ * that no row comes twice in one optimizer step) before changing anything. */
 af_status af_ps_shard_accumulate(af_ps_shard *s, const int64_t *ids, int64_t n, const float *grads);
+/* The checks af_ps_shard_accumulate makes before changing anything, alone:
+ * for a push whose rows arrive in pieces after its ids (a split push). */
+af_status af_ps_shard_check_push(af_ps_shard *s, const int64_t *ids, int64_t n);
 /* Applies the optimizer step and clears the accumulator. */
 void af_ps_shard_apply(af_ps_shard *s, float lr);
 

@@ -53,7 +53,7 @@ typedef struct af_worker {
     /* sampling and this worker's slice of the sampled centres */
     af_pfc_global pfc;
     int64_t max_slice;
-    float *wslice, *dwslice;   /* (max_slice, D) */
+    float *wslice;             /* (max_slice, D) pulled centres, then their gradients */
     int64_t *slice_labels;     /* (G) */
     int64_t lo, hi;            /* slice [lo, hi) of the sampled list */
     int64_t *srv_lo, *srv_hi;  /* (P) sub-ranges of the slice per server */
