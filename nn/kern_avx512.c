@@ -8,6 +8,7 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 #define KATTR __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,prefer-vector-width=512")))
 #define KFN(name) name##_avx512
+#define KATTR_WINO __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,prefer-vector-width=256")))
 #include "kern_body.inc"
 
 static const nn_kern_table table = KTABLE("avx512");

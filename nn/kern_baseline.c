@@ -6,6 +6,7 @@
 
 #define KATTR
 #define KFN(name) name##_base
+#define KATTR_WINO
 #include "kern_body.inc"
 
 const nn_kern_table nn_kern_baseline = KTABLE("baseline");
