@@ -32,10 +32,11 @@ static float *buf(size_t n)
     return p;
 }
 
-enum { K_BN_FWD, K_BN_BWD, K_PRELU_FWD, K_PRELU_BWD, K_WINO_IN, K_WINO_OUT, K_WINO_DY, K_DW_FWD, K_DW_BWD, K_N };
+enum { K_BN_FWD, K_BN_BWD, K_PRELU_FWD, K_PRELU_BWD, K_WINO_IN, K_WINO_OUT, K_WINO_DY, K_DW_FWD, K_DW_BWD, K_MARGIN_FWD, K_MARGIN_BWD, K_N };
 static const char *kname[K_N] = {"batch norm + PReLU + residual, fwd", "batch norm + PReLU, bwd (2 passes)",
                                  "PReLU fwd", "PReLU bwd", "Winograd input transform", "Winograd output transform",
-                                 "Winograd dy transform", "depthwise 3x3 taps, fwd", "depthwise 3x3 taps, bwd (dw+dx)"};
+                                 "Winograd dy transform", "depthwise 3x3 taps, fwd", "depthwise 3x3 taps, bwd (dw+dx)",
+                                 "margin rows fwd (32 x 100k, filter)", "margin rows bwd (32 x 100k, filter)"};
 
 typedef struct {
     float *x, *y, *r, *dy, *dx, *V, *M, *scratch;
@@ -86,6 +87,12 @@ static void run(const nn_kern_table *K, int which, data *d)
             K->taps_dot(d->dy, d->grid, d->x + p * 4 * d->grid, d->off, dot, 9);
             for (int t = 0; t < 9; t++) K->axpy(d->dx + p * 4 * d->grid + d->off[t], d->dy, d->w9[t], d->grid);
         }
+        break;
+    case K_MARGIN_FWD:
+        K->margin_row_fwd(d->x, d->y, (size_t)32 * 100000, 64.0f, 0.3f);
+        break;
+    case K_MARGIN_BWD:
+        K->margin_row_bwd(d->x, d->dy, d->dx, (size_t)32 * 100000, 64.0f, 0.3f);
         break;
     }
 }

@@ -52,6 +52,9 @@ typedef struct {
                         float *y, int accum, float *scratch);
     void (*wino_dy)(const af_conv2d *c, const nn_wino_geom *g, int B, const float *dy, size_t r0, size_t nr,
                     float *M, float *scratch);
+    /* the margin softmax's row passes: include/arcface/margin_rows.h */
+    void (*margin_row_fwd)(const float *c, float *o, size_t K, float s, float thr);
+    void (*margin_row_bwd)(const float *c, const float *g, float *o, size_t K, float s, float thr);
 } nn_kern_table;
 
 /* The table for this CPU (detected once; thread-safe). */
