@@ -253,6 +253,7 @@ static int bench_arch(const char *arch, int B, int T, int bf16)
     for (int k = 0; k < ns; k++) {
         af_conv2d c = shapes[k];
         c.prec = bf16 ? AF_PRECISION_BF16 : AF_PRECISION_FP32;
+        c.algo = af_conv2d_own_algo(&c); /* "ours" is our own path, not conv_dnnl.c */
         const size_t nx = (size_t)c.cin * B * c.h * c.w, ny = (size_t)c.cout * B * c.oh * c.ow;
         const size_t nw = (size_t)c.cout * (c.cin / c.groups) * c.kh * c.kw;
         float *x = fill(nx, 1), *w = fill(nw, 2), *y = fill(ny, 3), *dy = fill(ny, 4), *dx = fill(nx, 5),

@@ -16,6 +16,7 @@
 #include "arcface/h5io.h"
 #include "arcface/nn.h"
 #include "arcface/rng.h"
+#include "nn_internal.h"
 
 #define NT 2
 
@@ -259,5 +260,6 @@ int main(int argc, char **argv)
     linear_case(3, 40, 12);
     l2norm_case(4, 16);
     H5Fclose(file);
+    printf("oneDNN convolution calls: %ld\n", nn_dnnl_calls());
     return failed;
 }

@@ -14,8 +14,10 @@ autocast's, AND at most 2x as far from the float64 result as autocast's is
 where we compute in float32 by design: bias gradients, grouped and depthwise
 convolutions).
 
-With --isa avx2 the dump runs with AF_ISA=avx2, so the baseline (AVX2) kernels
-are the ones checked; with --isa avx512 it must run the AVX-512 kernels, and a
+Without --isa, the convolutions that nn/conv_dnnl.c hands to oneDNN (float32,
+on an AVX-512 CPU, where libdnnl was found) run there. With --isa avx2 the dump
+runs with AF_ISA=avx2, so the baseline (AVX2) kernels are the ones checked; with
+--isa avx512 (and AF_DNNL=0) it must run our own AVX-512 kernels, and a
 CPU without them is a skip (77). Either way the dump's "kernels:" line must
 name the instance asked for, so a dispatch that quietly picked the other one
 fails.
@@ -141,6 +143,7 @@ def main():
         env["AF_ISA"] = "avx2"
     elif a.isa == "avx512":
         env.pop("AF_ISA", None)
+        env["AF_DNNL"] = "0"  # our own AVX-512 kernels, not oneDNN's, for the convolutions too
         args.append("avx512")
     r = subprocess.run(args, env=env, stdout=subprocess.PIPE, universal_newlines=True)
     sys.stdout.write(r.stdout)
@@ -149,6 +152,10 @@ def main():
         sys.exit(77)
     if r.returncode != 0:
         print("FAIL: %s exited with %d" % (a.exe, r.returncode))
+        sys.exit(1)
+    # where the dump says oneDNN runs the groups-1 convolutions, it must have run some
+    if "conv/GEMM fp32 (oneDNN" in r.stdout and "oneDNN convolution calls: 0\n" in r.stdout:
+        print("FAIL: the kernels line names oneDNN, but no convolution ran through it")
         sys.exit(1)
     want = {"avx2": "transforms, depthwise fp32 baseline", "avx512": "transforms, depthwise fp32 avx512"}.get(a.isa)
     if want and want not in r.stdout:
