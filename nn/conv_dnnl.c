@@ -10,8 +10,9 @@
  * data, backward weights), oneDNN's blocked buffers and the reorders from and
  * to our (C, B, H, W) activations and (O, I, kh, kw) weights, described to
  * oneDNN by strides, so nothing is created per step. Layers of the same shape
- * share an entry (they run one after the other); the entry's lock makes two
- * models running the same shape at once in two threads take turns. Gradients
+ * share an entry, and all entries share the pool of blocked activation
+ * buffers (one oneDNN call runs at a time; two models in two threads take
+ * turns). Gradients
  * that our interface accumulates (dw always, dx when asked) go through a
  * reorder with a sum post-op.
  *
@@ -47,11 +48,11 @@ typedef struct {
     dnnl_memory_t user, prim;
     dnnl_primitive_t set, acc;
     int same, alias; /* alias: our buffer is oneDNN's (same layout, never accumulated) */
+    int slot;        /* activations: oneDNN's buffer is pool[slot] (see pool_bind); -1: its own */
 } operand;
 
 typedef struct {
     int key[12];
-    pthread_mutex_t mu;
     int ok; /* 1 built, -1 failed (use our path) */
     dnnl_primitive_t fwd, bwd_d, bwd_w;
     operand f_x, f_w, f_y;    /* forward */
@@ -63,6 +64,13 @@ typedef struct {
 static entry *cache[MAX_ENTRIES];
 static int n_cache;
 static pthread_mutex_t cache_mu = PTHREAD_MUTEX_INITIALIZER;
+/* One call at a time runs oneDNN, so the blocked copies of activations of
+ * every layer share three pool buffers (inputs, output gradients, outputs)
+ * instead of each shape keeping its own: at batch 32 a 112x112x64 activation
+ * is 100 MB, and per-shape buffers cost r18 2.4 GB more resident memory. */
+static pthread_mutex_t exec_mu = PTHREAD_MUTEX_INITIALIZER;
+static void *pool[3];
+static size_t pool_need[3], pool_cap[3];
 static long calls; /* successful runs, for the tests (nn_dnnl_calls) */
 static dnnl_engine_t eng;
 static dnnl_stream_t strm;
@@ -84,15 +92,24 @@ static int reorder(const dnnl_memory_desc_t *from, const dnnl_memory_desc_t *to,
     return bad ? -1 : 0;
 }
 
-/* dir: 0 input (user -> prim), 1 output written, 2 output written or accumulated */
-static int operand_init(operand *o, const dnnl_memory_desc_t *user, const dnnl_memory_desc_t *prim, int dir)
+/* dir: 0 input (user -> prim), 1 output written, 2 output written or accumulated;
+ * slot: the pool buffer for oneDNN's copy, or -1 for one of its own (weights) */
+static int operand_init(operand *o, const dnnl_memory_desc_t *user, const dnnl_memory_desc_t *prim, int dir, int slot)
 {
     memset(o, 0, sizeof *o);
     o->same = dnnl_memory_desc_equal(user, prim);
     o->alias = o->same && dir != 2;
+    o->slot = -1;
     if (dnnl_memory_create(&o->user, user, eng, DNNL_MEMORY_NONE)) return -1;
     if (o->alias) return dnnl_memory_create(&o->prim, prim, eng, DNNL_MEMORY_NONE) ? -1 : 0;
-    if (dnnl_memory_create(&o->prim, prim, eng, DNNL_MEMORY_ALLOCATE)) return -1;
+    if (slot >= 0) {
+        o->slot = slot;
+        size_t need = dnnl_memory_desc_get_size(prim);
+        if (need > pool_need[slot]) pool_need[slot] = need;
+        if (dnnl_memory_create(&o->prim, prim, eng, DNNL_MEMORY_NONE)) return -1;
+    } else if (dnnl_memory_create(&o->prim, prim, eng, DNNL_MEMORY_ALLOCATE)) {
+        return -1;
+    }
     if (dir == 0) return reorder(user, prim, 0, &o->set);
     if (reorder(prim, user, 0, &o->set)) return -1;
     return dir == 2 ? reorder(prim, user, 1, &o->acc) : 0;
@@ -105,8 +122,23 @@ static int run_reorder(dnnl_primitive_t r, dnnl_memory_t from, dnnl_memory_t to)
 }
 
 /* before the primitive: an input into oneDNN's layout, or an output's buffer */
+/* Grows the pool buffers to `need` (what the entries built so far need, read
+ * under cache_mu); under exec_mu. */
+static int pool_grow(const size_t *need)
+{
+    for (int i = 0; i < 3; i++) {
+        if (pool_cap[i] >= need[i]) continue;
+        free(pool[i]);
+        pool[i] = aligned_alloc(64, (need[i] + 63) & ~(size_t)63);
+        pool_cap[i] = pool[i] ? need[i] : 0;
+        if (!pool[i]) return -1;
+    }
+    return 0;
+}
+
 static int operand_in(operand *o, const float *p, int is_output)
 {
+    if (o->slot >= 0 && dnnl_memory_set_data_handle(o->prim, pool[o->slot])) return -1;
     if (dnnl_memory_set_data_handle(o->user, (void *)p)) return -1;
     if (o->alias) return dnnl_memory_set_data_handle(o->prim, (void *)p) ? -1 : 0;
     return is_output ? 0 : run_reorder(o->set, o->user, o->prim);
@@ -150,15 +182,15 @@ static int build(entry *e, const af_conv2d *c, int B)
                                                           pr) ||
               dnnl_primitive_desc_create(&bwpd, &bwd, NULL, eng, fpd);
 #define MD(pd, q) dnnl_primitive_desc_query_md(pd, q, 0)
-    bad = bad || operand_init(&e->f_x, &xu, MD(fpd, dnnl_query_src_md), 0) ||
-          operand_init(&e->f_w, &wu, MD(fpd, dnnl_query_weights_md), 0) ||
-          operand_init(&e->f_y, &yu, MD(fpd, dnnl_query_dst_md), 1) ||
-          operand_init(&e->d_dy, &yu, MD(bdpd, dnnl_query_diff_dst_md), 0) ||
-          operand_init(&e->d_w, &wu, MD(bdpd, dnnl_query_weights_md), 0) ||
-          operand_init(&e->d_dx, &xu, MD(bdpd, dnnl_query_diff_src_md), 2) ||
-          operand_init(&e->w_x, &xu, MD(bwpd, dnnl_query_src_md), 0) ||
-          operand_init(&e->w_dy, &yu, MD(bwpd, dnnl_query_diff_dst_md), 0) ||
-          operand_init(&e->w_dw, &wu, MD(bwpd, dnnl_query_diff_weights_md), 2) ||
+    bad = bad || operand_init(&e->f_x, &xu, MD(fpd, dnnl_query_src_md), 0, 0) ||
+          operand_init(&e->f_w, &wu, MD(fpd, dnnl_query_weights_md), 0, -1) ||
+          operand_init(&e->f_y, &yu, MD(fpd, dnnl_query_dst_md), 1, 2) ||
+          operand_init(&e->d_dy, &yu, MD(bdpd, dnnl_query_diff_dst_md), 0, 1) ||
+          operand_init(&e->d_w, &wu, MD(bdpd, dnnl_query_weights_md), 0, -1) ||
+          operand_init(&e->d_dx, &xu, MD(bdpd, dnnl_query_diff_src_md), 2, 2) ||
+          operand_init(&e->w_x, &xu, MD(bwpd, dnnl_query_src_md), 0, 0) ||
+          operand_init(&e->w_dy, &yu, MD(bwpd, dnnl_query_diff_dst_md), 0, 1) ||
+          operand_init(&e->w_dw, &wu, MD(bwpd, dnnl_query_diff_weights_md), 2, -1) ||
           dnnl_primitive_create(&e->fwd, fpd) || dnnl_primitive_create(&e->bwd_d, bdpd) ||
           dnnl_primitive_create(&e->bwd_w, bwpd);
 #undef MD
@@ -174,7 +206,8 @@ static void shape_key(const af_conv2d *c, int B, int *k)
     memcpy(k, v, sizeof v);
 }
 
-/* The entry for (c, B), built on first use and locked; NULL: use our path. */
+/* The entry for (c, B), built on first use, with exec_mu held and the pool
+ * grown to fit; NULL: use our path. */
 static entry *get(const af_conv2d *c, int B)
 {
     int key[12];
@@ -188,16 +221,21 @@ static entry *get(const af_conv2d *c, int B)
         e = calloc(1, sizeof *e);
         if (e) {
             memcpy(e->key, key, sizeof key);
-            pthread_mutex_init(&e->mu, NULL);
             /* a failed build keeps the entry (ok = -1) so it is not retried every step; its
              * half-made objects are left to the process's end */
             e->ok = build(e, c, B) ? -1 : 1;
             cache[n_cache++] = e;
         }
     }
+    size_t need[3];
+    memcpy(need, pool_need, sizeof need);
     pthread_mutex_unlock(&cache_mu);
     if (!e || e->ok != 1) return NULL;
-    pthread_mutex_lock(&e->mu);
+    pthread_mutex_lock(&exec_mu);
+    if (pool_grow(need)) {
+        pthread_mutex_unlock(&exec_mu);
+        return NULL;
+    }
     return e;
 }
 
@@ -224,9 +262,9 @@ int nn_dnnl_forward(const af_conv2d *c, int B, const float *x, const float *w, f
     int bad = operand_in(&e->f_x, x, 0) || operand_in(&e->f_w, w, 0) || operand_in(&e->f_y, y, 1) ||
               exec3(e->fwd, DNNL_ARG_SRC, e->f_x.prim, DNNL_ARG_WEIGHTS, e->f_w.prim, DNNL_ARG_DST, e->f_y.prim) ||
               operand_out(&e->f_y, 0) || dnnl_stream_wait(strm);
-    if (!bad) calls++; /* under the entry's lock, but entries differ: a count, not an exact one */
+    if (!bad) calls++; /* under exec_mu */
     omp_set_num_threads(saved);
-    pthread_mutex_unlock(&e->mu);
+    pthread_mutex_unlock(&exec_mu);
     return bad ? -1 : 0;
 }
 
@@ -250,7 +288,7 @@ int nn_dnnl_backward(const af_conv2d *c, int B, const float *x, const float *w, 
           operand_out(&e->w_dw, 1) || dnnl_stream_wait(strm);
     if (!bad) calls++;
     omp_set_num_threads(saved);
-    pthread_mutex_unlock(&e->mu);
+    pthread_mutex_unlock(&exec_mu);
     return bad ? -1 : 0;
 }
 
