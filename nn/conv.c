@@ -1,6 +1,9 @@
 /* Conv2d forward and backward over (C, B, H, W) activations.
  *
- * Three algorithms, chosen once per layer by af_conv2d_init:
+ * Our algorithms below (Winograd and direct in their own files), chosen once
+ * per layer by af_conv2d_init; on AVX-512 CPUs the float32 layers of the
+ * shapes listed in conv_dnnl.c go to oneDNN instead (algorithm DNNL), with
+ * af_conv2d_own_algo's choice as the fallback:
  *  - GEMM1X1: a 1x1 stride-1 convolution is already a GEMM on the activation
  *    rows, out(C_out, B*H*W) = W(C_out, C_in) x in(C_in, B*H*W); no copy.
  *  - IM2COL (groups == 1): output rows (b, oy) are cut into tiles whose
