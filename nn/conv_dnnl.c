@@ -19,7 +19,7 @@
  * Not used (the caller falls back to its own path, which is always there):
  * without libdnnl at build time, under AddressSanitizer (oneDNN's JIT code is
  * not instrumented, and its process-lifetime caches are not ours to free),
- * for bf16 layers, with a bias, with AF_DNNL=0 in the environment, and on
+ * for bf16 layers, with a bias, unless AF_DNNL=1 is in the environment, and on
  * CPUs without AVX-512 (AF_ISA=avx2 included), where it was not measured. */
 #include <stdlib.h>
 #include <string.h>
@@ -173,12 +173,12 @@ static int build(entry *e, const af_conv2d *c, int B)
     dnnl_dims_t pr = {(c->oh - 1) * c->sh + c->kh - c->h - c->ph, (c->ow - 1) * c->sw + c->kw - c->w - c->pw};
     dnnl_convolution_desc_t fd, bdd, bwd;
     dnnl_primitive_desc_t fpd = NULL, bdpd = NULL, bwpd = NULL;
-    int bad = dnnl_convolution_forward_desc_init(&fd, dnnl_forward_training, dnnl_convolution_auto, &xa, &wa, NULL,
+    int bad = dnnl_convolution_forward_desc_init(&fd, dnnl_forward_training, dnnl_convolution_direct, &xa, &wa, NULL,
                                                  &ya, st, pl, pr) ||
               dnnl_primitive_desc_create(&fpd, &fd, NULL, eng, NULL) ||
-              dnnl_convolution_backward_data_desc_init(&bdd, dnnl_convolution_auto, &xa, &wa, &ya, st, pl, pr) ||
+              dnnl_convolution_backward_data_desc_init(&bdd, dnnl_convolution_direct, &xa, &wa, &ya, st, pl, pr) ||
               dnnl_primitive_desc_create(&bdpd, &bdd, NULL, eng, fpd) ||
-              dnnl_convolution_backward_weights_desc_init(&bwd, dnnl_convolution_auto, &xa, &wa, NULL, &ya, st, pl,
+              dnnl_convolution_backward_weights_desc_init(&bwd, dnnl_convolution_direct, &xa, &wa, NULL, &ya, st, pl,
                                                           pr) ||
               dnnl_primitive_desc_create(&bwpd, &bwd, NULL, eng, fpd);
 #define MD(pd, q) dnnl_primitive_desc_query_md(pd, q, 0)
@@ -298,8 +298,11 @@ int nn_dnnl_active(void)
 {
     static int env = -1; /* racing first calls store the same value */
     if (env < 0) {
+        /* opt-in for now: with it, tests/trainer/invariant.py (workers 2-3 against
+         * one process) differed by 2e-4 to 4e-2 of an update in conv1.weight,
+         * not yet understood; see bench/README-backbone.md */
         const char *s = getenv("AF_DNNL");
-        env = !(s && !strcmp(s, "0"));
+        env = s && !strcmp(s, "1");
     }
     return env && af_cpu()->avx512;
 }
