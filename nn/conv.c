@@ -1,6 +1,9 @@
 /* Conv2d forward and backward over (C, B, H, W) activations.
  *
- * Three algorithms, chosen once per layer by af_conv2d_init:
+ * Our algorithms below (Winograd and direct in their own files), chosen once
+ * per layer by af_conv2d_init; on AVX-512 CPUs the float32 layers of the
+ * shapes listed in conv_dnnl.c go to oneDNN instead (algorithm DNNL), with
+ * af_conv2d_own_algo's choice as the fallback:
  *  - GEMM1X1: a 1x1 stride-1 convolution is already a GEMM on the activation
  *    rows, out(C_out, B*H*W) = W(C_out, C_in) x in(C_in, B*H*W); no copy.
  *  - IM2COL (groups == 1): output rows (b, oy) are cut into tiles whose
@@ -43,14 +46,19 @@ af_status af_conv2d_init(af_conv2d *c, int cin, int cout, int h, int w, int kh, 
         return af_errorf(AF_ERR_ARG, "conv2d: grouped convolution with a %dx%d kernel (more than 64 taps) is not supported",
                          kh, kw);
     c->flip_dx = sh == 1 && sw == 1 && ph <= kh - 1 && pw <= kw - 1;
+    c->algo = af_conv2d_algo_ok(c, AF_CONV2D_ALGO_DNNL) ? AF_CONV2D_ALGO_DNNL : af_conv2d_own_algo(c);
+    return AF_OK;
+}
+
+af_conv2d_algo af_conv2d_own_algo(const af_conv2d *c)
+{
     /* Winograd pays off once the GEMMs' inner dimension (the channels) is
      * large enough to keep the 16 small GEMMs efficient */
-    if (af_conv2d_algo_ok(c, AF_CONV2D_ALGO_WINOGRAD) && cin >= 16 && cout >= 16)
-        c->algo = AF_CONV2D_ALGO_WINOGRAD;
-    else if (af_conv2d_algo_ok(c, AF_CONV2D_ALGO_GEMM1X1)) c->algo = AF_CONV2D_ALGO_GEMM1X1;
-    else if (af_conv2d_algo_ok(c, AF_CONV2D_ALGO_IM2COL)) c->algo = AF_CONV2D_ALGO_IM2COL;
-    else c->algo = AF_CONV2D_ALGO_DIRECT;
-    return AF_OK;
+    if (af_conv2d_algo_ok(c, AF_CONV2D_ALGO_WINOGRAD) && c->cin >= 16 && c->cout >= 16)
+        return AF_CONV2D_ALGO_WINOGRAD;
+    if (af_conv2d_algo_ok(c, AF_CONV2D_ALGO_GEMM1X1)) return AF_CONV2D_ALGO_GEMM1X1;
+    if (af_conv2d_algo_ok(c, AF_CONV2D_ALGO_IM2COL)) return AF_CONV2D_ALGO_IM2COL;
+    return AF_CONV2D_ALGO_DIRECT;
 }
 
 int af_conv2d_algo_ok(const af_conv2d *c, af_conv2d_algo algo)
@@ -62,6 +70,7 @@ int af_conv2d_algo_ok(const af_conv2d *c, af_conv2d_algo algo)
     case AF_CONV2D_ALGO_DIRECT: return c->kh * c->kw <= 64;
     case AF_CONV2D_ALGO_WINOGRAD:
         return c->groups == 1 && c->kh == 3 && c->kw == 3 && c->sh == 1 && c->sw == 1 && c->ph == 1 && c->pw == 1;
+    case AF_CONV2D_ALGO_DNNL: return nn_dnnl_wanted(c);
     }
     return 0;
 }
@@ -73,6 +82,7 @@ const char *af_conv2d_algo_name(af_conv2d_algo algo)
     case AF_CONV2D_ALGO_IM2COL: return "im2col";
     case AF_CONV2D_ALGO_DIRECT: return "direct";
     case AF_CONV2D_ALGO_WINOGRAD: return "winograd";
+    case AF_CONV2D_ALGO_DNNL: return "onednn";
     }
     return "?";
 }
@@ -87,6 +97,7 @@ static af_conv2d conv_transposed(const af_conv2d *c)
 {
     af_conv2d t;
     af_conv2d_init(&t, c->cout, c->cin, c->oh, c->ow, c->kh, c->kw, 1, 1, c->kh - 1 - c->ph, c->kw - 1 - c->pw, 1);
+    t.algo = af_conv2d_own_algo(&t); /* its im2col internals are used, never oneDNN */
     t.prec = c->prec;
     return t;
 }
@@ -153,7 +164,10 @@ static conv_ws_layout conv_ws(const af_conv2d *c, int max_batch, int nthreads)
 size_t af_conv2d_workspace(const af_conv2d *c, int max_batch, int nthreads)
 {
     if (nthreads < 1) nthreads = 1;
-    return conv_ws(c, max_batch, nthreads).total;
+    /* a oneDNN layer keeps its own buffers, but may fall back to ours */
+    af_conv2d own = *c;
+    if (c->algo == AF_CONV2D_ALGO_DNNL) own.algo = af_conv2d_own_algo(c);
+    return conv_ws(&own, max_batch, nthreads).total;
 }
 
 /* col (K, nr*ow) for output rows [r0, r0+nr) of x (cin, B, h, w). */
@@ -237,6 +251,13 @@ void af_conv2d_forward(const af_conv2d *c, int B, const float *x, const float *w
                        float *ws, int nthreads)
 {
     if (nthreads < 1) nthreads = 1;
+    af_conv2d own;
+    if (c->algo == AF_CONV2D_ALGO_DNNL) {
+        if (!bias && nn_dnnl_forward(c, B, x, w, y, nthreads) == 0) return;
+        own = *c;
+        own.algo = af_conv2d_own_algo(c);
+        c = &own;
+    }
     int saved = nn_blas_single_begin();
     const size_t OHW = (size_t)c->oh * c->ow, ncols = (size_t)B * OHW;
     const conv_ws_layout L = conv_ws(c, B, nthreads);
@@ -283,6 +304,13 @@ void af_conv2d_backward(const af_conv2d *c, int B, const float *x, const float *
                         int dx_accum, float *dw, float *dbias, float *ws, int nthreads)
 {
     if (nthreads < 1) nthreads = 1;
+    af_conv2d own;
+    if (c->algo == AF_CONV2D_ALGO_DNNL) {
+        if (!dbias && nn_dnnl_backward(c, B, x, w, dy, dx, dx_accum, dw, nthreads) == 0) return;
+        own = *c;
+        own.algo = af_conv2d_own_algo(c);
+        c = &own;
+    }
     int saved = nn_blas_single_begin();
     const size_t OHW = (size_t)c->oh * c->ow, ncols = (size_t)B * OHW;
     const size_t HW = (size_t)c->h * c->w, nin = (size_t)B * HW;

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "arcface/nn.h"
+#include "kern.h"
 #include "nn_internal.h"
 
 typedef struct {
@@ -43,6 +44,15 @@ static pad_geom geom(const af_conv2d *c)
 static size_t tap_offset(const af_conv2d *c, const pad_geom *g, int ki, int kj)
 {
     return ((size_t)(ki % c->sh) * c->sw + kj % c->sw) * g->phase + (size_t)(ki / c->sh) * g->wq + kj / c->sw;
+}
+
+/* Taps go to the kernels in blocks of at most this many (a 7x7 GDC kernel is 49). */
+#define TAP_BLOCK 64
+
+/* off[t] for taps t0 .. t0+nt-1 of the kernel in row-major (ki, kj) order. */
+static void tap_offsets(const af_conv2d *c, const pad_geom *g, int t0, int nt, size_t *off)
+{
+    for (int t = 0; t < nt; t++) off[t] = tap_offset(c, g, (t0 + t) / c->kw, (t0 + t) % c->kw);
 }
 
 /* Per-thread floats: input phases and dx phases for one group's input
@@ -105,7 +115,8 @@ void nn_direct_forward(const af_conv2d *c, int B, const float *x, const float *w
 {
     const pad_geom g = geom(c);
     const int cpi = c->cin / c->groups, cpo = c->cout / c->groups;
-    const int OH = c->oh, OW = c->ow, KH = c->kh, KW = c->kw;
+    const int OH = c->oh, OW = c->ow, KK = c->kh * c->kw;
+    const nn_kern_table *K = nn_kern();
     const size_t per_thread = nn_direct_workspace(c), HW = (size_t)c->h * c->w, OHW = (size_t)OH * OW;
     const size_t n = g.grid;
 #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
@@ -119,15 +130,14 @@ void nn_direct_forward(const af_conv2d *c, int B, const float *x, const float *w
             const float b0 = bias ? bias[co] : 0.0f;
             for (size_t q = 0; q < n; q++) out[q] = b0;
             for (int cl = 0; cl < cpi; cl++) {
-                const float *wk = w + ((size_t)co * cpi + cl) * KH * KW;
+                const float *wk = w + ((size_t)co * cpi + cl) * KK;
                 const float *php = xph + cl * g.plane;
-                for (int ki = 0; ki < KH; ki++)
-                    for (int kj = 0; kj < KW; kj++) {
-                        const float wv = wk[ki * KW + kj];
-                        const float *src = php + tap_offset(c, &g, ki, kj);
-#pragma omp simd
-                        for (size_t q = 0; q < n; q++) out[q] += wv * src[q];
-                    }
+                for (int t0 = 0; t0 < KK; t0 += TAP_BLOCK) {
+                    const int nt = KK - t0 < TAP_BLOCK ? KK - t0 : TAP_BLOCK;
+                    size_t off[TAP_BLOCK];
+                    tap_offsets(c, &g, t0, nt, off);
+                    K->taps_fwd(out, n, php, off, wk + t0, nt);
+                }
             }
             float *yp = y + ((size_t)co * B + b) * OHW;
             for (int oy = 0; oy < OH; oy++) memcpy(yp + (size_t)oy * OW, out + (size_t)oy * g.wq, OW * sizeof(float));
@@ -140,7 +150,8 @@ void nn_direct_backward(const af_conv2d *c, int B, const float *x, const float *
 {
     const pad_geom g = geom(c);
     const int cpi = c->cin / c->groups, cpo = c->cout / c->groups;
-    const int OH = c->oh, OW = c->ow, KH = c->kh, KW = c->kw, KK = KH * KW;
+    const int OH = c->oh, OW = c->ow, KK = c->kh * c->kw;
+    const nn_kern_table *K = nn_kern();
     const size_t per_thread = nn_direct_workspace(c), HW = (size_t)c->h * c->w, OHW = (size_t)OH * OW;
     const size_t n = g.grid;
 #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
@@ -162,21 +173,17 @@ void nn_direct_backward(const af_conv2d *c, int B, const float *x, const float *
                 for (int cl = 0; cl < cpi; cl++) {
                     const float *wk = w + ((size_t)co * cpi + cl) * KK;
                     double *a = acc + ((size_t)col * cpi + cl) * KK;
-                    for (int ki = 0; ki < KH; ki++)
-                        for (int kj = 0; kj < KW; kj++) {
-                            const size_t off = tap_offset(c, &g, ki, kj);
-                            const float *src = xph + cl * g.plane + off;
-                            float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-                            for (size_t q = 0; q < n; q++) s += dyg[q] * src[q];
-                            a[ki * KW + kj] += s;
-                            if (dx) {
-                                float *dst = dph + cl * g.plane + off;
-                                const float wv = wk[ki * KW + kj];
-#pragma omp simd
-                                for (size_t q = 0; q < n; q++) dst[q] += wv * dyg[q];
-                            }
-                        }
+                    for (int t0 = 0; t0 < KK; t0 += TAP_BLOCK) {
+                        const int nt = KK - t0 < TAP_BLOCK ? KK - t0 : TAP_BLOCK;
+                        size_t off[TAP_BLOCK];
+                        float dot[TAP_BLOCK];
+                        tap_offsets(c, &g, t0, nt, off);
+                        K->taps_dot(dyg, n, xph + cl * g.plane, off, dot, nt);
+                        for (int t = 0; t < nt; t++) a[t0 + t] += dot[t];
+                        /* one tap at a time: the taps' ranges of dph overlap */
+                        if (dx)
+                            for (int t = 0; t < nt; t++) K->axpy(dph + cl * g.plane + off[t], dyg, wk[t0 + t], n);
+                    }
                 }
             }
             if (dx)

@@ -18,16 +18,10 @@
 #include <string.h>
 
 #include "arcface/nn.h"
+#include "kern.h"
 #include "nn_internal.h"
 
-typedef struct {
-    int th, tw;       /* tiles per plane */
-    size_t rows;      /* tile rows per chunk */
-    size_t nt;        /* tiles per chunk: rows * tw */
-    size_t u;         /* 16 * cout * cin */
-    size_t v, m;      /* chunk buffers: 16 * cin * nt, 16 * cout * nt */
-    size_t per_thread;
-} wino_geom;
+typedef nn_wino_geom wino_geom;
 
 static wino_geom wgeom(const af_conv2d *c, int max_batch)
 {
@@ -92,172 +86,22 @@ static void transform_kernel(const float *w, int cout, int cin, int flip, float 
         }
 }
 
-/* Row r of a plane, zero-padded by one column on each side and split into
- * even and odd padded columns: e[j] = row[2j - 1], o[j] = row[2j], j in [0, tw]. */
-static void deinterleave_row(const float *row, int W, int tw, float *e, float *o)
-{
-    if (!row) {
-        memset(e, 0, sizeof(float) * (tw + 1));
-        memset(o, 0, sizeof(float) * (tw + 1));
-        return;
-    }
-    const int jfull = (W - 1) / 2 + 1; /* j < jfull: 2j - 1 < W - 1, both columns inside, except j = 0 */
-    e[0] = 0.0f;
-    o[0] = row[0];
-#pragma omp simd
-    for (int j = 1; j < jfull; j++) {
-        e[j] = row[2 * j - 1];
-        o[j] = row[2 * j];
-    }
-    for (int j = jfull > 1 ? jfull : 1; j <= tw; j++) {
-        e[j] = 2 * j - 1 < W ? row[2 * j - 1] : 0.0f;
-        o[j] = 2 * j < W ? row[2 * j] : 0.0f;
-    }
-}
-
-/* V_k[ci][j] for the tile rows [r0, r0+nr) of x (cin, B, H, W). Consecutive
- * tile rows of a plane share two input rows, so deinterleaved rows are kept
- * in a ring of four and only the two new ones are prepared. */
-static void transform_input(const af_conv2d *c, const wino_geom *g, int B, const float *x, size_t r0, size_t nr,
-                            float *V, float *scratch)
-{
-    const int H = c->h, W = c->w, tw = g->tw;
-    const size_t nt = nr * tw, vk = (size_t)c->cin * nt, rs = 2 * (size_t)(tw + 2);
-    float *t = scratch + 4 * rs; /* the four row-transformed rows, even/odd */
-    for (int ci = 0; ci < c->cin; ci++) {
-        int have_b = -1, have_ty = -1;
-        for (size_t rr = 0; rr < nr; rr++) {
-            const size_t R = r0 + rr;
-            const int b = (int)(R / g->th), ty = (int)(R % g->th);
-            const float *plane = x + ((size_t)ci * B + b) * H * W;
-            /* slot of input row iy = 2ty - 1 + r is (iy + 1) mod 4 */
-            const int fresh = have_b == b && have_ty == ty - 1 ? 2 : 0;
-            for (int r = fresh; r < 4; r++) {
-                const int iy = 2 * ty - 1 + r;
-                float *e = scratch + (size_t)((iy + 1) & 3) * rs;
-                deinterleave_row(iy >= 0 && iy < H ? plane + (size_t)iy * W : NULL, W, tw, e, e + tw + 2);
-            }
-            have_b = b, have_ty = ty;
-            const float *d[4];
-            for (int r = 0; r < 4; r++) d[r] = scratch + (size_t)((2 * ty + r) & 3) * rs;
-            /* B^T along y, on whole rows (even and odd halves alike) */
-            float *t0 = t, *t1 = t + rs, *t2 = t + 2 * rs, *t3 = t + 3 * rs;
-#pragma omp simd
-            for (size_t j = 0; j < rs; j++) {
-                t0[j] = d[0][j] - d[2][j];
-                t1[j] = d[1][j] + d[2][j];
-                t2[j] = d[2][j] - d[1][j];
-                t3[j] = d[1][j] - d[3][j];
-            }
-            /* then B along x: columns (e[tx], o[tx], e[tx+1], o[tx+1]) of each row */
-            float *dst = V + (size_t)ci * nt + rr * tw;
-            const float *ts[4] = {t0, t1, t2, t3};
-            for (int i = 0; i < 4; i++) {
-                const float *e = ts[i], *o = ts[i] + tw + 2;
-                float *v0 = dst + (size_t)(4 * i) * vk, *v1 = v0 + vk, *v2 = v1 + vk, *v3 = v2 + vk;
-#pragma omp simd
-                for (int tx = 0; tx < tw; tx++) {
-                    v0[tx] = e[tx] - e[tx + 1];
-                    v1[tx] = o[tx] + e[tx + 1];
-                    v2[tx] = e[tx + 1] - o[tx];
-                    v3[tx] = o[tx] - o[tx + 1];
-                }
-            }
-        }
-    }
-}
-
-/* y (=/+=) A^T M A for the tile rows [r0, r0+nr); y (cout, B, OH, OW). */
-static void transform_output(const af_conv2d *c, const wino_geom *g, int B, const float *M, size_t r0, size_t nr,
-                             float *y, int accum, float *scratch)
-{
-    const int OH = c->oh, OW = c->ow, tw = g->tw;
-    const size_t nt = nr * tw, mk = (size_t)c->cout * nt;
-    float *o0 = scratch, *o1 = scratch + 2 * (size_t)tw + 2; /* the tile row's two output rows, interleaved */
-    for (int co = 0; co < c->cout; co++)
-        for (size_t rr = 0; rr < nr; rr++) {
-            const size_t R = r0 + rr;
-            const int b = (int)(R / g->th), ty = (int)(R % g->th);
-            const float *src = M + (size_t)co * nt + rr * tw;
-#pragma omp simd
-            for (int tx = 0; tx < tw; tx++) {
-                float m[4][4];
-                for (int k = 0; k < 16; k++) m[k / 4][k % 4] = src[(size_t)k * mk + tx];
-                float t[2][4]; /* A^T m */
-                for (int j = 0; j < 4; j++) {
-                    t[0][j] = m[0][j] + m[1][j] + m[2][j];
-                    t[1][j] = m[1][j] - m[2][j] - m[3][j];
-                }
-                o0[2 * tx] = t[0][0] + t[0][1] + t[0][2];
-                o0[2 * tx + 1] = t[0][1] - t[0][2] - t[0][3];
-                o1[2 * tx] = t[1][0] + t[1][1] + t[1][2];
-                o1[2 * tx + 1] = t[1][1] - t[1][2] - t[1][3];
-            }
-            float *plane = y + ((size_t)co * B + b) * OH * OW;
-            for (int r = 0; r < 2; r++) {
-                const int oy = 2 * ty + r;
-                if (oy >= OH) break;
-                float *dst = plane + (size_t)oy * OW;
-                const float *s = r ? o1 : o0;
-                if (accum)
-                    for (int ox = 0; ox < OW; ox++) dst[ox] += s[ox];
-                else
-                    memcpy(dst, s, sizeof(float) * OW);
-            }
-        }
-}
-
-/* dM_k[co][j] = (A dy A^T)_k for the tile rows [r0, r0+nr) of dy (cout, B, OH, OW). */
-static void transform_dy(const af_conv2d *c, const wino_geom *g, int B, const float *dy, size_t r0, size_t nr,
-                         float *M, float *scratch)
-{
-    const int OH = c->oh, OW = c->ow, tw = g->tw;
-    const size_t nt = nr * tw, mk = (size_t)c->cout * nt;
-    float *e0 = scratch, *o0 = e0 + tw + 1, *e1 = o0 + tw + 1, *o1 = e1 + tw + 1;
-    for (int co = 0; co < c->cout; co++)
-        for (size_t rr = 0; rr < nr; rr++) {
-            const size_t R = r0 + rr;
-            const int b = (int)(R / g->th), ty = (int)(R % g->th);
-            const float *plane = dy + ((size_t)co * B + b) * OH * OW;
-            float *ev[2] = {e0, e1}, *od[2] = {o0, o1};
-            for (int r = 0; r < 2; r++) {
-                const int oy = 2 * ty + r;
-                for (int tx = 0; tx < tw; tx++) {
-                    const int ox = 2 * tx;
-                    ev[r][tx] = oy < OH ? plane[(size_t)oy * OW + ox] : 0.0f;
-                    od[r][tx] = oy < OH && ox + 1 < OW ? plane[(size_t)oy * OW + ox + 1] : 0.0f;
-                }
-            }
-            float *dst = M + (size_t)co * nt + rr * tw;
-#pragma omp simd
-            for (int tx = 0; tx < tw; tx++) {
-                /* A v for a 2-vector (a, b): (a, a + b, a - b, -b) */
-                float a0 = e0[tx], b0 = o0[tx], a1 = e1[tx], b1 = o1[tx];
-                float r0v[4] = {a0, a0 + b0, a0 - b0, -b0}; /* row 0 of dy, along x */
-                float r1v[4] = {a1, a1 + b1, a1 - b1, -b1};
-                for (int j = 0; j < 4; j++) {
-                    dst[(size_t)(0 + j) * mk + tx] = r0v[j];
-                    dst[(size_t)(4 + j) * mk + tx] = r0v[j] + r1v[j];
-                    dst[(size_t)(8 + j) * mk + tx] = r0v[j] - r1v[j];
-                    dst[(size_t)(12 + j) * mk + tx] = -r1v[j];
-                }
-            }
-        }
-}
+/* The transforms (input, output, dy) are in kern_body.inc, dispatched by nn_kern(). */
 
 /* y (=/+=) conv(x, U) over this thread's tile rows: the 16 GEMMs and the transforms. */
 static void wino_rows(const af_conv2d *c, const wino_geom *g, int B, const float *x, const float *U, float *y,
                       int accum, size_t lo, size_t hi, float *tws)
 {
     float *V = tws, *M = tws + g->v, *scratch = tws + g->per_thread;
+    const nn_kern_table *K = nn_kern();
     const size_t ukk = (size_t)c->cout * c->cin;
     for (size_t r0 = lo; r0 < hi; r0 += g->rows) {
         const size_t nr = hi - r0 < g->rows ? hi - r0 : g->rows, nt = nr * g->tw;
-        transform_input(c, g, B, x, r0, nr, V, scratch);
+        K->wino_input(c, g, B, x, r0, nr, V, scratch);
         for (int k = 0; k < 16; k++)
             nn_gemm(c->prec, 0, 0, c->cout, (int)nt, c->cin, 1.0f, U + k * ukk, c->cin,
                         V + (size_t)k * c->cin * nt, (int)nt, 0.0f, M + (size_t)k * c->cout * nt, (int)nt);
-        transform_output(c, g, B, M, r0, nr, y, accum, scratch);
+        K->wino_output(c, g, B, M, r0, nr, y, accum, scratch);
     }
 }
 
@@ -286,6 +130,7 @@ void nn_winograd_backward(const af_conv2d *c, int B, const float *x, const float
     tr.cin = c->cout;
     tr.cout = c->cin;
     const wino_geom gt = wgeom(&tr, B);
+    const nn_kern_table *K = nn_kern();
 #pragma omp parallel num_threads(nthreads)
     {
         const int t = nn_thread_id(), T = nn_thread_count();
@@ -297,8 +142,8 @@ void nn_winograd_backward(const af_conv2d *c, int B, const float *x, const float
         memset(dU, 0, sizeof(float) * 16 * ukk);
         for (size_t r0 = lo; r0 < hi; r0 += g.rows) {
             const size_t nr = hi - r0 < g.rows ? hi - r0 : g.rows, nt = nr * g.tw;
-            transform_input(c, &g, B, x, r0, nr, V, scratch);
-            transform_dy(c, &g, B, dy, r0, nr, M, scratch);
+            K->wino_input(c, &g, B, x, r0, nr, V, scratch);
+            K->wino_dy(c, &g, B, dy, r0, nr, M, scratch);
             for (int k = 0; k < 16; k++)
                 nn_gemm(c->prec, 0, 1, c->cout, c->cin, (int)nt, 1.0f,
                             M + (size_t)k * c->cout * nt, (int)nt, V + (size_t)k * c->cin * nt, (int)nt, 1.0f,

@@ -4,6 +4,9 @@
  * from __builtin_cpu_supports("avx512f"), which tests the OS support too. */
 #include "arcface/cpu.h"
 
+#include "kern.h"
+#include "nn_internal.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,13 +72,14 @@ af_precision af_precision_effective(af_precision want)
 
 const char *af_cpu_kernels_describe(af_precision p)
 {
-    static char buf[256];
+    static char buf[512];
     const af_cpu_features *f = af_cpu();
-    snprintf(buf, sizeof buf, "cpu%s%s%s%s%s%s; conv/GEMM %s; batch norm, PReLU, transforms %s",
+    snprintf(buf, sizeof buf, "cpu%s%s%s%s%s%s; conv/GEMM %s; batch norm, PReLU, transforms, depthwise %s",
              f->avx2 ? " avx2" : " (no avx2)", f->avx512 ? " avx512" : "", f->avx512_bf16 ? " avx512_bf16" : "",
              f->amx_bf16 ? " amx_bf16" : "", f->capped ? " capped by AF_ISA=" : "", f->capped ? f->capped : "",
              af_precision_effective(p) == AF_PRECISION_BF16 ? "bf16 operands, fp32 accumulation (own AVX512_BF16 kernel)"
-                                                            : "fp32 (OpenBLAS sgemm)",
-             "fp32 (x86-64-v3 baseline)");
+                : nn_dnnl_active() ? "fp32 (oneDNN for groups-1 convolutions of >= 16 input channels, else OpenBLAS sgemm)"
+                                   : "fp32 (OpenBLAS sgemm)",
+             nn_kern() == nn_kern_avx512 ? "fp32 avx512 (zmm)" : "fp32 baseline (the build's -march)");
     return buf;
 }

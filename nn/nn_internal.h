@@ -64,6 +64,17 @@ void nn_winograd_forward(const af_conv2d *c, int B, const float *x, const float 
 void nn_winograd_backward(const af_conv2d *c, int B, const float *x, const float *w, const float *dy, float *dx,
                           int dx_accum, float *dw, float *ws, int nthreads);
 
+/* oneDNN's float32 convolutions (conv_dnnl.c): wanted says whether this
+ * layer should use them (CPU, shape, AF_DNNL); forward and backward return 0
+ * when they did the work and -1 when the caller must use its own path (no
+ * libdnnl, or oneDNN failed). backward needs dbias == NULL (the caller's). */
+int nn_dnnl_active(void); /* built with oneDNN, AVX-512 CPU, not AF_DNNL=0 */
+long nn_dnnl_calls(void);  /* forward and backward calls oneDNN ran so far (tests) */
+int nn_dnnl_wanted(const af_conv2d *c);
+int nn_dnnl_forward(const af_conv2d *c, int B, const float *x, const float *w, float *y, int nthreads);
+int nn_dnnl_backward(const af_conv2d *c, int B, const float *x, const float *w, const float *dy, float *dx,
+                     int dx_accum, float *dw, int nthreads);
+
 /* C (M, N) = alpha op(A) op(B) + beta C, row-major, cblas's conventions
  * (trans != 0 means op(X) = X^T); single-threaded. BF16 rounds A and B to
  * bfloat16 and accumulates in float32 where the CPU has AVX512_BF16, and is

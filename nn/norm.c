@@ -18,6 +18,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "kern.h"
 #include "nn_internal.h"
 
 static af_status bn_allreduce(const af_nn_ctx *ctx, double *acc, size_t n, const char *what)
@@ -39,24 +40,14 @@ af_status af_batchnorm_forward(const af_batchnorm *bn, int B, int train, const f
     const int C = bn->c;
     const size_t n = (size_t)B * bn->hw;
     if (nthreads < 1) nthreads = 1;
+    const nn_kern_table *K = nn_kern();
     if (train) {
         const double count = (double)bn_global_rows(ctx, B) * bn->hw;
         if (count < 2)
             return af_errorf(AF_ERR_ARG, "batchnorm: training needs more than one value per channel (global batch %lld x %d)",
                              (long long)bn_global_rows(ctx, B), bn->hw);
 #pragma omp parallel for num_threads(nthreads) schedule(static)
-        for (int c = 0; c < C; c++) {
-            const float *xc = x + c * n;
-            double s1 = 0.0, s2 = 0.0;
-#pragma omp simd reduction(+ : s1, s2)
-            for (size_t i = 0; i < n; i++) {
-                double v = xc[i];
-                s1 += v;
-                s2 += v * v;
-            }
-            acc[c] = s1;
-            acc[C + c] = s2;
-        }
+        for (int c = 0; c < C; c++) K->bn_sums(x + c * n, n, &acc[c], &acc[C + c]);
         af_status st = bn_allreduce(ctx, acc, 2 * (size_t)C, "sum(x), sum(x^2)");
         if (st) return st;
         const double m = bn->momentum, unbias = count / (count - 1.0);
@@ -83,28 +74,7 @@ af_status af_batchnorm_forward(const af_batchnorm *bn, int B, int train, const f
         }
         const float scale = p->gamma[c] * invstd, shift = p->beta[c] - mean * scale;
         const float a = bn->prelu ? p->alpha[c] : 1.0f;
-        const float *xc = x + c * n;
-        float *yc = y + c * n;
-        const float *rc = bn->residual ? r + c * n : NULL;
-        if (bn->prelu && rc) {
-#pragma omp simd
-            for (size_t i = 0; i < n; i++) {
-                float u = xc[i] * scale + shift;
-                yc[i] = (u > 0.0f ? u : a * u) + rc[i];
-            }
-        } else if (bn->prelu) {
-#pragma omp simd
-            for (size_t i = 0; i < n; i++) {
-                float u = xc[i] * scale + shift;
-                yc[i] = u > 0.0f ? u : a * u;
-            }
-        } else if (rc) {
-#pragma omp simd
-            for (size_t i = 0; i < n; i++) yc[i] = xc[i] * scale + shift + rc[i];
-        } else {
-#pragma omp simd
-            for (size_t i = 0; i < n; i++) yc[i] = xc[i] * scale + shift;
-        }
+        K->bn_apply(x + c * n, bn->residual ? r + c * n : NULL, y + c * n, n, scale, shift, a, bn->prelu);
     }
     return AF_OK;
 }
@@ -117,45 +87,18 @@ af_status af_batchnorm_backward(const af_batchnorm *bn, int B, const float *x, c
     const size_t n = (size_t)B * bn->hw;
     const double count = (double)bn_global_rows(ctx, B) * bn->hw;
     if (nthreads < 1) nthreads = 1;
+    const nn_kern_table *K = nn_kern();
     /* pass 1: local sums of the gradient reaching the affine output, and the
      * residual's gradient (a plain copy of dy) */
 #pragma omp parallel for num_threads(nthreads) schedule(static)
     for (int c = 0; c < C; c++) {
         const float mean = save[c], invstd = save[C + c];
         const float gm = p->gamma[c], bt = p->beta[c];
-        const float *xc = x + c * n, *dyc = dy + c * n;
-        double sd = 0.0, sdx = 0.0, sda = 0.0;
-        /* the PReLU input exactly as the forward computed it, so that the
-         * branch taken here is the one the forward took */
         const float scale = gm * invstd, shift = bt - mean * scale;
-        if (bn->prelu) {
-            const float a = p->alpha[c];
-#pragma omp simd reduction(+ : sd, sdx, sda)
-            for (size_t i = 0; i < n; i++) {
-                float xh = (xc[i] - mean) * invstd;
-                float u = xc[i] * scale + shift;
-                float d = dyc[i];
-                float du = u > 0.0f ? d : a * d;
-                sda += u > 0.0f ? 0.0f : d * u;
-                sd += du;
-                sdx += du * xh;
-            }
-        } else {
-#pragma omp simd reduction(+ : sd, sdx)
-            for (size_t i = 0; i < n; i++) {
-                float xh = (xc[i] - mean) * invstd;
-                float d = dyc[i];
-                sd += d;
-                sdx += d * xh;
-            }
-        }
-        if (bn->residual && dr) {
-            float *drc = dr + c * n;
-            if (dr_accum)
-                for (size_t i = 0; i < n; i++) drc[i] += dyc[i];
-            else
-                memcpy(drc, dyc, sizeof(float) * n);
-        }
+        double sd, sdx, sda;
+        K->bn_bwd_sums(x + c * n, dy + c * n, n, mean, invstd, scale, shift, bn->prelu ? p->alpha[c] : 1.0f,
+                       bn->prelu, &sd, &sdx, &sda);
+        if (bn->residual && dr) K->copy_add(dy + c * n, dr + c * n, n, dr_accum);
         acc[c] = sd;
         acc[C + c] = sdx;
         if (g->dgamma) g->dgamma[c] += (float)sdx;
@@ -173,37 +116,7 @@ af_status af_batchnorm_backward(const af_batchnorm *bn, int B, const float *x, c
         const float k = gm * invstd, shift = bt - mean * k;
         const float m1 = (float)(acc[c] / count), m2 = (float)(acc[C + c] / count);
         const float a = bn->prelu ? p->alpha[c] : 1.0f;
-        const float *xc = x + c * n, *dyc = dy + c * n;
-        float *dxc = dx + c * n;
-        if (bn->prelu && dx_accum) {
-#pragma omp simd
-            for (size_t i = 0; i < n; i++) {
-                float xh = (xc[i] - mean) * invstd;
-                float u = xc[i] * k + shift;
-                float du = u > 0.0f ? dyc[i] : a * dyc[i];
-                dxc[i] += k * (du - m1 - xh * m2);
-            }
-        } else if (bn->prelu) {
-#pragma omp simd
-            for (size_t i = 0; i < n; i++) {
-                float xh = (xc[i] - mean) * invstd;
-                float u = xc[i] * k + shift;
-                float du = u > 0.0f ? dyc[i] : a * dyc[i];
-                dxc[i] = k * (du - m1 - xh * m2);
-            }
-        } else if (dx_accum) {
-#pragma omp simd
-            for (size_t i = 0; i < n; i++) {
-                float xh = (xc[i] - mean) * invstd;
-                dxc[i] += k * (dyc[i] - m1 - xh * m2);
-            }
-        } else {
-#pragma omp simd
-            for (size_t i = 0; i < n; i++) {
-                float xh = (xc[i] - mean) * invstd;
-                dxc[i] = k * (dyc[i] - m1 - xh * m2);
-            }
-        }
+        K->bn_bwd_dx(x + c * n, dy + c * n, dx + c * n, n, mean, invstd, k, shift, m1, m2, a, bn->prelu, dx_accum);
     }
     return AF_OK;
 }
@@ -211,36 +124,20 @@ af_status af_batchnorm_backward(const af_batchnorm *bn, int B, const float *x, c
 void af_prelu_forward(int c, int B, int hw, const float *x, const float *alpha, float *y, int nthreads)
 {
     const size_t n = (size_t)B * hw;
+    const nn_kern_table *K = nn_kern();
 #pragma omp parallel for num_threads(nthreads < 1 ? 1 : nthreads) schedule(static)
-    for (int ch = 0; ch < c; ch++) {
-        const float a = alpha[ch];
-        const float *xc = x + ch * n;
-        float *yc = y + ch * n;
-#pragma omp simd
-        for (size_t i = 0; i < n; i++) yc[i] = xc[i] > 0.0f ? xc[i] : a * xc[i];
-    }
+    for (int ch = 0; ch < c; ch++) K->prelu_fwd(x + ch * n, y + ch * n, n, alpha[ch]);
 }
 
 void af_prelu_backward(int c, int B, int hw, const float *x, const float *alpha, const float *dy, float *dx,
                        int dx_accum, float *dalpha, int nthreads)
 {
     const size_t n = (size_t)B * hw;
+    const nn_kern_table *K = nn_kern();
 #pragma omp parallel for num_threads(nthreads < 1 ? 1 : nthreads) schedule(static)
     for (int ch = 0; ch < c; ch++) {
-        const float a = alpha[ch];
-        const float *xc = x + ch * n, *dyc = dy + ch * n;
-        float *dxc = dx ? dx + ch * n : NULL;
-        double s = 0.0;
-#pragma omp simd reduction(+ : s)
-        for (size_t i = 0; i < n; i++) s += xc[i] > 0.0f ? 0.0f : dyc[i] * xc[i];
+        double s = K->prelu_bwd(x + ch * n, dy + ch * n, dx ? dx + ch * n : NULL, n, alpha[ch], dx_accum);
         if (dalpha) dalpha[ch] += (float)s;
-        if (dxc && dx_accum) {
-#pragma omp simd
-            for (size_t i = 0; i < n; i++) dxc[i] += xc[i] > 0.0f ? dyc[i] : a * dyc[i];
-        } else if (dxc) {
-#pragma omp simd
-            for (size_t i = 0; i < n; i++) dxc[i] = xc[i] > 0.0f ? dyc[i] : a * dyc[i];
-        }
     }
 }
 

@@ -61,6 +61,9 @@ typedef enum {
     AF_CONV2D_ALGO_IM2COL,      /* groups == 1: tiled im2col + sgemm */
     AF_CONV2D_ALGO_DIRECT,      /* grouped and depthwise: direct loops over planes */
     AF_CONV2D_ALGO_WINOGRAD,    /* 3x3, stride 1, padding 1, groups 1, >= 16 channels: F(2x2, 3x3) */
+    AF_CONV2D_ALGO_DNNL,        /* oneDNN's primitives (nn/conv_dnnl.c): float32 layers of the shapes measured
+                                   faster, on AVX-512 CPUs, when built with libdnnl; any other call (bf16, a
+                                   bias) runs the algorithm af_conv2d_own_algo names */
 } af_conv2d_algo;
 
 /* A convolution's geometry; af_conv2d_init fills the derived fields and picks
@@ -80,6 +83,8 @@ af_status af_conv2d_init(af_conv2d *c, int cin, int cout, int h, int w, int kh, 
                          int ph, int pw, int groups);
 int af_conv2d_algo_ok(const af_conv2d *c, af_conv2d_algo algo);
 const char *af_conv2d_algo_name(af_conv2d_algo algo);
+/* The algorithm of our own that runs the layer when oneDNN does not. */
+af_conv2d_algo af_conv2d_own_algo(const af_conv2d *c);
 /* Scratch floats forward+backward need for batches up to max_batch. */
 size_t af_conv2d_workspace(const af_conv2d *c, int max_batch, int nthreads);
 /* Multiply-accumulates per sample in the forward pass. */

@@ -16,6 +16,7 @@
 #include "arcface/h5io.h"
 #include "arcface/nn.h"
 #include "arcface/rng.h"
+#include "nn_internal.h"
 
 #define NT 2
 
@@ -196,11 +197,20 @@ static void l2norm_case(int B, int D)
 
 int main(int argc, char **argv)
 {
-    if (argc < 2 || argc > 3 || (argc == 3 && strcmp(argv[2], "fp32") && strcmp(argv[2], "bf16"))) {
-        fprintf(stderr, "usage: nn_layers_dump OUT.h5 [fp32|bf16]\n");
+    if (argc < 2 || argc > 4 || (argc >= 3 && strcmp(argv[2], "fp32") && strcmp(argv[2], "bf16")) ||
+        (argc == 4 && strcmp(argv[3], "avx512"))) {
+        fprintf(stderr, "usage: nn_layers_dump OUT.h5 [fp32|bf16] [avx512]\n");
         return 2;
     }
     path = argv[1];
+    /* the test checks this line names the kernels it meant to hold */
+    printf("kernels: %s\n", af_cpu_kernels_describe(argc >= 3 && !strcmp(argv[2], "bf16") ? AF_PRECISION_BF16
+                                                                                          : AF_PRECISION_FP32));
+    fflush(stdout);
+    if (argc == 4 && !af_cpu()->avx512) {
+        printf("SKIP: the AVX-512 kernels were asked for, and this CPU has no AVX-512 (or AF_ISA capped it)\n");
+        return 77;
+    }
     if (argc == 3 && !strcmp(argv[2], "bf16")) {
         if (af_precision_effective(AF_PRECISION_BF16) != AF_PRECISION_BF16) {
             printf("SKIP: no AVX512_BF16 on this CPU (%s)\n", af_cpu_kernels_describe(AF_PRECISION_BF16));
@@ -224,6 +234,12 @@ int main(int argc, char **argv)
     conv_case(2, 32, 32, 14, 14, 3, 2, 1, 32, 0); /* depthwise, strided */
     conv_case(2, 32, 32, 12, 12, 3, 1, 1, 16, 0); /* grouped, 2 per group (mbf layers.1) */
     conv_case(3, 64, 64, 7, 7, 7, 1, 0, 64, 0);   /* the GDC head */
+    /* planes wide enough that the transforms' and taps' loops run whole zmm
+     * vectors and a remainder, not only remainders */
+    conv_case(2, 16, 16, 40, 40, 3, 1, 1, 1, 0);  /* Winograd, 20 tiles a row */
+    conv_case(1, 16, 24, 35, 35, 3, 1, 1, 1, 0);  /* Winograd, odd plane, 18 tiles a row */
+    conv_case(2, 16, 16, 40, 40, 3, 1, 1, 16, 0); /* depthwise, 40x40 */
+    conv_case(2, 16, 16, 41, 41, 3, 2, 1, 16, 0); /* depthwise, strided, odd */
     if (prec == AF_PRECISION_BF16) {
         conv_case(2, 128, 128, 14, 14, 3, 1, 1, 1, 0); /* Winograd with a long inner dimension */
         conv_case(2, 256, 64, 7, 7, 1, 1, 0, 1, 0);    /* 1x1, K = 256 */
@@ -238,8 +254,12 @@ int main(int argc, char **argv)
     bn_case(2, 8, 6, 4, 1, 1);
     bn_case(4, 16, 1, 1, 0, 0); /* BatchNorm1d */
     prelu_case(2, 6, 5, 4);
+    bn_case(2, 4, 13, 11, 1, 1); /* rows of 286: whole vectors and a remainder */
+    bn_case(3, 4, 9, 7, 0, 1);
+    prelu_case(3, 4, 9, 7);
     linear_case(3, 40, 12);
     l2norm_case(4, 16);
     H5Fclose(file);
+    printf("oneDNN convolution calls: %ld\n", nn_dnnl_calls());
     return failed;
 }

@@ -1,6 +1,6 @@
 /* Finite-difference checks of every layer's backward pass (convolutions of
  * each algorithm: 1x1, im2col with flipped-kernel dx, strided col2im,
- * depthwise and grouped direct; batch norm in its fused variants; PReLU, add,
+ * depthwise and grouped direct; oneDNN's where nn/conv_dnnl.c uses it; batch norm in its fused variants; PReLU, add,
  * flatten, dropout, linear, L2 norm), plus convolution forward against a
  * naive double-precision loop, and the dx_accum contract.
  *
@@ -185,7 +185,7 @@ static void test_conv(const char *name, int B, int cin, int cout, int h, int w, 
         failures++;
         return;
     }
-    for (int a = 0; a <= AF_CONV2D_ALGO_WINOGRAD; a++)
+    for (int a = 0; a <= AF_CONV2D_ALGO_DNNL; a++)
         if (af_conv2d_algo_ok(&c, (af_conv2d_algo)a))
             test_conv_algo(name, B, cin, cout, h, w, kh, kw, sh, sw, ph, pw, groups, bias, (af_conv2d_algo)a);
 }
@@ -436,6 +436,12 @@ int main(void)
     test_bn("2d + prelu + residual", 3, 4, 10, 1, 1);
     test_bn("1d (hw = 1)", 6, 5, 1, 0, 0);
     test_small();
+    /* last, so that the random data of the cases above do not depend on
+     * whether oneDNN is there (it adds one algorithm, and draws, per case) */
+    /* 16 input channels: oneDNN's primitives too, where nn/conv_dnnl.c uses them */
+    test_conv("3x3 s1 p1, 16 channels",      2, 16, 8, 6, 5, 3, 3, 1, 1, 1, 1, 1, 0);
+    test_conv("3x3 s2 p1, 16 channels",      2, 16, 8, 7, 6, 3, 3, 2, 2, 1, 1, 1, 0);
+    test_conv("1x1 s2, 16 channels",         2, 16, 8, 5, 5, 1, 1, 2, 2, 0, 0, 1, 0);
     printf("worst finite-difference error %.3g (tolerance %.0e)\n", worst_fd, FD_TOL);
     if (failures) {
         printf("%d check(s) FAILED\n", failures);

@@ -14,7 +14,16 @@ autocast's, AND at most 2x as far from the float64 result as autocast's is
 where we compute in float32 by design: bias gradients, grouped and depthwise
 convolutions).
 
-usage: torch_layers.py DUMP_EXE WORKDIR [--tol 1e-4] [--bf16]
+Without --isa, and with AF_DNNL=1 in the environment, the convolutions that
+nn/conv_dnnl.c hands to oneDNN (float32, on an AVX-512 CPU, where libdnnl was
+found) run there. With --isa avx2 the dump
+runs with AF_ISA=avx2, so the baseline (AVX2) kernels are the ones checked; with
+--isa avx512 (and AF_DNNL=0) it must run our own AVX-512 kernels, and a
+CPU without them is a skip (77). Either way the dump's "kernels:" line must
+name the instance asked for, so a dispatch that quietly picked the other one
+fails.
+
+usage: torch_layers.py DUMP_EXE WORKDIR [--tol 1e-4] [--bf16] [--isa avx2|avx512]
 """
 import argparse
 import os
@@ -123,17 +132,35 @@ def main():
     ap.add_argument("workdir")
     ap.add_argument("--tol", type=float, default=None)
     ap.add_argument("--bf16", action="store_true")
+    ap.add_argument("--isa", choices=["avx2", "avx512"])
     a = ap.parse_args()
     if a.tol is None:
         a.tol = 1e-2 if a.bf16 else 1e-4
     os.makedirs(a.workdir, exist_ok=True)
-    path = os.path.join(a.workdir, "torch_layers%s.h5" % ("_bf16" if a.bf16 else ""))
-    r = subprocess.run([a.exe, path] + (["bf16"] if a.bf16 else []))
+    path = os.path.join(a.workdir, "torch_layers%s%s.h5" % ("_bf16" if a.bf16 else "", "_" + a.isa if a.isa else ""))
+    env = dict(os.environ)
+    args = [a.exe, path, "bf16" if a.bf16 else "fp32"]
+    if a.isa == "avx2":
+        env["AF_ISA"] = "avx2"
+    elif a.isa == "avx512":
+        env.pop("AF_ISA", None)
+        env["AF_DNNL"] = "0"  # our own AVX-512 kernels, not oneDNN's, for the convolutions too
+        args.append("avx512")
+    r = subprocess.run(args, env=env, stdout=subprocess.PIPE, universal_newlines=True)
+    sys.stdout.write(r.stdout)
     if r.returncode == 77:
-        print("SKIP: the dump reports no AVX512_BF16 on this CPU")
+        print("SKIP: the dump reports that this CPU lacks the instructions asked for")
         sys.exit(77)
     if r.returncode != 0:
         print("FAIL: %s exited with %d" % (a.exe, r.returncode))
+        sys.exit(1)
+    # where the dump says oneDNN runs the groups-1 convolutions, it must have run some
+    if "conv/GEMM fp32 (oneDNN" in r.stdout and "oneDNN convolution calls: 0\n" in r.stdout:
+        print("FAIL: the kernels line names oneDNN, but no convolution ran through it")
+        sys.exit(1)
+    want = {"avx2": "transforms, depthwise fp32 baseline", "avx512": "transforms, depthwise fp32 avx512"}.get(a.isa)
+    if want and want not in r.stdout:
+        print("FAIL: asked for the %s kernels, but the dump ran: %s" % (a.isa, r.stdout.strip()))
         sys.exit(1)
     worst, fails = 0.0, 0
     with h5py.File(path, "r") as f:
