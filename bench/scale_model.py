@@ -37,6 +37,7 @@ MPI = ["mpirun", "--allow-run-as-root", "--oversubscribe", "--bind-to", "none"]
 ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OPENBLAS_NUM_THREADS="1")
 CHUNK = 1 << 20  # msg_chunk_bytes of every measured job: split messages, as a large job needs
 GiB = 2**30
+LOGIT_BYTES = 4  # one float per logit: the fc loss turns logits into probabilities and gradients in place
 LOAD = []  # load average when the check started
 CPU_AT = []  # (wall s, {rank: CPU s}) at each progress line of the last job
 
@@ -69,7 +70,7 @@ def job(build, W, P, C, D, rate, batch, steps, extra=(), out=None):
         os.path.join(build, "bin", "arcface-train"), "--resume", "none", "--output", out, "--network", "fmnist",
         "--embedding_size", str(D), "--num_classes", str(C), "--ps", str(P), "--sample_rate", str(rate),
         "--batch_size", str(batch), "--max_steps", str(steps), "--save_every", "0", "--loader_threads", "1",
-        "--threads", "1", "--msg_chunk_bytes", str(CHUNK),
+        "--threads", "1", "--msg_chunk_bytes", str(CHUNK), "--fc_update", "sparse",
         "--rec", "synthetic:ids=1000,per_id=2,size=28,channels=1,seed=1"] + list(extra)
     # stdout is read line by line so that each rank's CPU time can be sampled when a
     # progress line appears (CPU_AT: [(wall s, {rank: CPU s})], one entry per line).
@@ -141,7 +142,7 @@ def measure(args):
         count = touched = dC / P
         slice_ = dC / W
         fits[D] = {"server_per_row": srv / touched - (4 * D * 2 + 4),
-                   "worker_per_row": (wrk - 8 * G * slice_ - 8 * dC) / slice_,
+                   "worker_per_row": (wrk - LOGIT_BYTES * G * slice_ - 8 * dC) / slice_,
                    "server_fixed": statistics.mean(base[r] for r in range(W, W + P)),
                    "worker_fixed": statistics.mean(base[r] for r in range(W))}
         print(f"D = {D}: server {fits[D]['server_per_row']:.1f} B per touched row beyond its state, worker "
@@ -198,7 +199,7 @@ def predict(k, C, D, rate, b, W, P, cores=1, states=2, dense=False, bw=None, bac
     srv = (m["server_fixed_bytes"] + count * (4 * D * states + 4) +
            touched * (m["server_rows_per_touched_row"] * 4 * D + m["server_bytes_per_touched_row"]))
     fixed_w = bb["peak_rss_bytes_per_sample"] * b if backbone else m["worker_fixed_bytes_fmnist"]
-    logits_mem = 8 * G * slice_
+    logits_mem = LOGIT_BYTES * G * slice_
     wrk = (fixed_w + slice_ * (m["worker_rows_per_slice_row"] * 4 * D + m["worker_bytes_per_slice_row"]) +
            logits_mem + 8 * K)
     row = 4 * D + pr["framing_bytes_per_row"] / 2  # the framing (ids, headers) splits over pull and push
