@@ -34,6 +34,9 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # runpy does not add it
+from rankutil import latest_step, rank_pid  # noqa: E402
+
 BIN, MPIRUN, WORK = sys.argv[1], sys.argv[2].split("|"), sys.argv[3]
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BOUND = 10.0  # seconds from the fault to the end of the whole job
@@ -89,32 +92,6 @@ def fault_run(role, rank, phase, step, action="kill"):
     m = re.search(r"ARCFACE_FAULT: \S+ at \w+ of step \d+, unix time ([0-9.]+)", log)
     dt = t_end - float(m.group(1)) if m else float("inf")
     return rc, log, dt
-
-
-def rank_pid(out, rank):
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-            if not argv[0].endswith(b"arcface-train") or out.encode() not in argv:
-                continue
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                env = dict(x.split(b"=", 1) for x in f.read().split(b"\0") if b"=" in x)
-            if env.get(b"OMPI_COMM_WORLD_RANK") == str(rank).encode():
-                return int(pid)
-        except OSError:
-            continue
-    return None
-
-
-def latest_step(out):
-    try:
-        with open(os.path.join(out, "checkpoints", "latest")) as f:
-            return int(re.search(r"(\d+)", f.read()).group(1))
-    except (OSError, AttributeError):
-        return -1
 
 
 def wait_ckpt(out, p, limit=120):

@@ -20,6 +20,9 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # runpy does not add it
+from rankutil import latest_step, rank_pid  # noqa: E402
+
 BIN, MPIRUN, WORK = sys.argv[1], sys.argv[2].split("|"), sys.argv[3]
 T = 6.0        # comm_timeout, s
 BOUND = 6.0    # from the deadline to the end of the whole job (mpirun's clean-up ~2 s), s
@@ -37,32 +40,6 @@ def check(cond, msg):
     global failures
     failures += not cond
     print(("ok   " if cond else "FAIL ") + msg, flush=True)
-
-
-def rank_pid(out, rank):
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-            if not argv[0].endswith(b"arcface-train") or out.encode() not in argv:
-                continue
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                env = dict(x.split(b"=", 1) for x in f.read().split(b"\0") if b"=" in x)
-            if env.get(b"OMPI_COMM_WORLD_RANK") == str(rank).encode():
-                return int(pid)
-        except OSError:
-            continue
-    return None
-
-
-def latest_step(out):
-    try:
-        with open(os.path.join(out, "checkpoints", "latest")) as f:
-            return int(re.search(r"(\d+)", f.read()).group(1))
-    except (OSError, AttributeError):
-        return -1
 
 
 def stop_case(role, rank):
