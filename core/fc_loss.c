@@ -15,6 +15,7 @@
 #include "arcface/margin_rows.h"
 
 #include <cblas.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #ifdef _OPENMP
@@ -83,13 +84,40 @@ void af_fc_ws_set_threads(af_fc_ws *ws, int nthreads)
 #endif
 }
 
-/* Rows of x (n, D) normalised into xn, one row per call of the scalar
- * reference, so the bits do not depend on the threads. */
+#define L2_EPS 1e-12f /* as margin.c's af_l2norm_forward, which these rows follow */
+
+/* Rows of x (n, D) normalised into xn; each row's sum of squares in af_dot_d's
+ * fixed order (a serial double sum was half of this file's time at B = 128),
+ * so the bits do not depend on the threads or the instance. */
 static void l2norm_rows(int n, int D, const float *x, float *xn, float *norm, int T)
 {
 #pragma omp parallel for num_threads(T) schedule(static)
-    for (int i = 0; i < n; i++)
-        af_l2norm_forward(1, D, x + (size_t)i * D, xn + (size_t)i * D, norm + i);
+    for (int i = 0; i < n; i++) {
+        const float *xi = x + (size_t)i * D;
+        float nr = (float)sqrt(af_dot_d(xi, xi, (size_t)D));
+        norm[i] = nr;
+        af_row_scale(xi, xn + (size_t)i * D, (size_t)D, 1.0f / (nr > L2_EPS ? nr : L2_EPS));
+    }
+}
+
+/* dx (=/+=) the gradient through the normalisation of rows (n, D), as
+ * af_l2norm_backward with the dot products in af_dot_d's order. */
+static void l2norm_rows_backward(int n, int D, const float *xn, const float *norm, const float *dxn, float *dx,
+                                 int accum, int T)
+{
+#pragma omp parallel for num_threads(T) schedule(static)
+    for (int i = 0; i < n; i++) {
+        const float *u = xn + (size_t)i * D, *g = dxn + (size_t)i * D;
+        float *o = dx + (size_t)i * D;
+        if (!accum) memset(o, 0, sizeof(float) * D);
+        if (norm[i] <= L2_EPS) {
+            /* x / eps is linear in x: the Jacobian is I / eps. */
+            for (int k = 0; k < D; k++) o[k] += g[k] / L2_EPS;
+            continue;
+        }
+        const float inv = 1.0f / norm[i], fd = (float)af_dot_d(u, g, (size_t)D);
+        for (int k = 0; k < D; k++) o[k] += (g[k] - u[k] * fd) * inv;
+    }
 }
 
 /* Normalises rows [j0, j0 + n) of w into ws->wn, their cosines with the
@@ -118,9 +146,7 @@ static void block_margin_forward(const af_margin *m, af_fc_ws *ws, int B, int n,
         af_margin_row_forward(ws->cos + (size_t)b * n, o, (size_t)n, m->s, thr);
         const int64_t y = ws->lab[b];
         if (y < 0) continue;
-        const float *u = ws->xn + (size_t)b * D, *v = ws->wn + (size_t)y * D;
-        double dot = 0, val, deriv;
-        for (int k = 0; k < D; k++) dot += (double)u[k] * v[k];
+        double dot = af_dot_d(ws->xn + (size_t)b * D, ws->wn + (size_t)y * D, (size_t)D), val, deriv;
         ws->tcos[b] = dot;
         af_margin_target(m, dot, &val, &deriv);
         o[y] = (float)(m->s * val);
@@ -186,14 +212,10 @@ af_status af_fc_loss(const af_margin *m, const float *x, int B, int B_total, con
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, D, B, 1.0f, dcos, (int)ld, ws->xn, D, 0.0f,
                         ws->dwn, D);
             /* Written, not added: dw may be w itself, whose block is no longer read. */
-            float *dwb = dw + (size_t)j0 * D;
-#pragma omp parallel for num_threads(T) schedule(static)
-            for (int i = 0; i < n; i++)
-                af_l2norm_backward(1, D, ws->wn + (size_t)i * D, ws->wnorm + i, ws->dwn + (size_t)i * D,
-                                   dwb + (size_t)i * D, 0);
+            l2norm_rows_backward(n, D, ws->wn, ws->wnorm, ws->dwn, dw + (size_t)j0 * D, 0, T);
         }
     }
-    if (dx) af_l2norm_backward(B, D, ws->xn, ws->xnorm, ws->dxn, dx, 1);
+    if (dx) l2norm_rows_backward(B, D, ws->xn, ws->xnorm, ws->dxn, dx, 1, T);
     if (dw && B == 0) memset(dw, 0, sizeof(float) * (size_t)K * D);
     return AF_OK;
 }

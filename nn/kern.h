@@ -61,6 +61,7 @@ typedef struct {
     float (*row_max)(const float *l, size_t K);
     double (*row_exp_sum)(float *l, size_t K, float mx, ptrdiff_t skip);
     void (*row_scale)(const float *x, float *y, size_t K, float a);
+    double (*dot_d)(const float *a, const float *b, size_t n);
 } nn_kern_table;
 
 /* The table for this CPU (detected once; thread-safe). */

@@ -24,4 +24,6 @@ double af_softmax_row_exp(float *l, size_t K, float mx, ptrdiff_t skip)
 
 void af_row_scale(const float *x, float *y, size_t K, float a) { nn_kern()->row_scale(x, y, K, a); }
 
+double af_dot_d(const float *a, const float *b, size_t n) { return nn_kern()->dot_d(a, b, n); }
+
 const char *af_margin_rows_instance(void) { return nn_kern()->name; }

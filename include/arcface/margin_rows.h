@@ -15,7 +15,7 @@
  * exp(l[j] - mx) in place, returning the sum over j != skip in double (skip
  * -1: every j); y = a * x. The sums are combined in a fixed order of 16
  * partial sums, so they depend on the row alone: not on the instance, nor on
- * the threads the caller runs rows on. exp is within 2 ulp of expf and 0
+ * the threads the caller runs rows on (af_dot_d alike). exp is within 2 ulp of expf and 0
  * below -87 (see nn/kern_body.inc). */
 #ifndef ARCFACE_MARGIN_ROWS_H
 #define ARCFACE_MARGIN_ROWS_H
@@ -27,6 +27,9 @@ void af_margin_row_backward(const float *c, const float *g, float *o, size_t K, 
 float af_softmax_row_max(const float *l, size_t K);
 double af_softmax_row_exp(float *l, size_t K, float mx, ptrdiff_t skip);
 void af_row_scale(const float *x, float *y, size_t K, float a);
+/* sum of a[j] * b[j] in double, in the same 16 fixed partial sums (the L2
+ * normalisation's sums of squares and dot products) */
+double af_dot_d(const float *a, const float *b, size_t n);
 /* "avx512" or "baseline": the instance these run on this CPU. */
 const char *af_margin_rows_instance(void);
 

@@ -9,9 +9,10 @@
  *    remainder; backward runs out of place and in place.
  *  - softmax rows: the max against a plain loop (exact), exp against libm's
  *    expf (within 2 ulp, measured and printed) and, for the sum over j !=
- *    skip, against a double sum of libm's exp (relative 1e-6), on rows of
+ *    skip, against a double sum of libm's exp (2 float ulp), on rows of
  *    logits from -2s to 0 with -inf, NaN and underflowing entries; y = a x
- *    exactly.
+ *    exactly; the double dot product against a serial double sum, within
+ *    the bound of a reordered sum.
  *  - the two instances on the same rows: exponentials and sums bit for bit
  *    (that is what makes the whole loss independent of the instance).
  * Exits 77 (a ctest skip) where the CPU has no AVX-512, after checking the
@@ -94,6 +95,7 @@ static double ulps(float a, float b)
 }
 
 #define SM_MAXN 5000
+#define SM_ROWS 14
 
 /* The softmax rows of one instance on fixed rows; exps and sums kept for the cross-instance check. */
 static void check_softmax(const nn_kern_table *K, const char *name, float *exps, double *sums)
@@ -142,6 +144,20 @@ static void check_softmax(const nn_kern_table *K, const char *name, float *exps,
                 off += n;
             }
             sums[rows] = s;
+            /* the double dot product (L2 norms), against a serial double sum with its error bound */
+            double d, dref = 0, mag = 0;
+            for (size_t j = 0; j < n; j++) {
+                y[j] = (float)af_rng_normal(&rng);
+                double t = (double)e[j] * y[j];
+                dref += t, mag += fabs(t);
+            }
+            d = K->dot_d(e, y, n);
+            sums[SM_ROWS + rows] = d;
+            if (!(fabs(d - dref) <= 2.0 * n * 1.12e-16 * mag)) {
+                printf("FAIL %s dot_d: K %zu: %.17g, serial double sum %.17g (bound %.3g)\n", name, n, d, dref,
+                       2.0 * n * 1.12e-16 * mag);
+                bad++;
+            }
             /* y = a x, out of place and in place */
             K->row_scale(l, y, n, 0.37f);
             for (size_t j = 0; j < n; j++)
@@ -175,13 +191,12 @@ static void check_softmax(const nn_kern_table *K, const char *name, float *exps,
     free(l), free(e), free(y);
 }
 
-#define SM_ROWS 14
 #define SM_EXPS (2 * SM_MAXN * 2 + 4096)
 
 int main(void)
 {
     static float exps_b[SM_EXPS], exps_a[SM_EXPS];
-    static double sums_b[SM_ROWS], sums_a[SM_ROWS];
+    static double sums_b[2 * SM_ROWS], sums_a[2 * SM_ROWS];
     check_softmax(&nn_kern_baseline, "baseline", exps_b, sums_b);
     check(&nn_kern_baseline, "baseline");
     int skipped = 0;
@@ -190,7 +205,7 @@ int main(void)
         check_softmax(nn_kern_avx512, "avx512", exps_a, sums_a);
         size_t bad = mismatch(exps_b, exps_a, SM_EXPS);
         int sbad = memcmp(sums_b, sums_a, sizeof sums_a) != 0;
-        printf("avx512 vs baseline on the same softmax rows: exponentials %s, sums %s\n",
+        printf("avx512 vs baseline on the same softmax rows: exponentials %s, sums and double dot products %s\n",
                bad ? "DIFFER" : "bit for bit", sbad ? "DIFFER" : "bit for bit");
         if (bad) printf("FAIL first differing exponential at %zu: %.9g vs %.9g\n", bad - 1, exps_a[bad - 1],
                         exps_b[bad - 1]);
