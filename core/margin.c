@@ -1,10 +1,10 @@
-/* Margin-based softmax: L2 normalisation, the combined (m1, m2, m3) margin with
- * its two gradient modes, and one class slice's whole loss (see
- * include/arcface/margin.h for the semantics). The distributed cross-entropy
- * lives in dist_ce.c. */
+/* Margin-based softmax: L2 normalisation and the combined (m1, m2, m3) margin
+ * with its two gradient modes (see include/arcface/margin.h for the
+ * semantics), as plain scalar loops: the reference the vectorised row
+ * kernels are tested against. One class slice's whole loss is in fc_loss.c,
+ * the distributed cross-entropy in dist_ce.c. */
 #include "arcface/margin.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -80,8 +80,7 @@ void af_l2norm_backward(int n, int d, const float *xn, const float *norm, const 
 /* Is the target margin applied at this cosine (easy_margin gate)? */
 static inline int margin_on(const af_margin *m, double c) { return !m->easy_margin || c > 0; }
 
-/* Value and d/dc of the target function at cosine c, in double. */
-static void target_fn(const af_margin *m, double c, double *val, double *deriv)
+void af_margin_target(const af_margin *m, double c, double *val, double *deriv)
 {
     if (c > 1) c = 1;
     if (c < -1) c = -1;
@@ -131,7 +130,7 @@ static void margin_forward_ld(const af_margin *m, const float *cos, const int64_
         }
         if (y >= 0) {
             double v, d;
-            target_fn(m, tcos ? tcos[b] : c[y], &v, &d);
+            af_margin_target(m, tcos ? tcos[b] : c[y], &v, &d);
             o[y] = (float)(s * v);
         }
     }
@@ -155,7 +154,7 @@ static void margin_backward_ld(const af_margin *m, const float *cos, const int64
         }
         if (y >= 0 && m->grad == AF_MARGIN_GRAD_ANALYTIC && c[y] >= -1 && c[y] <= 1) {
             double v, d;
-            target_fn(m, tcos ? tcos[b] : c[y], &v, &d);
+            af_margin_target(m, tcos ? tcos[b] : c[y], &v, &d);
             o[y] = (float)(s * d * gy);
         }
     }
@@ -171,118 +170,4 @@ void af_margin_backward(const af_margin *m, const float *cos, const int64_t *lab
                         int B, int K, const float *dlogits, float *dcos)
 {
     margin_backward_ld(m, cos, labels, tcos, B, K, dlogits, dcos, (size_t)K);
-}
-
-/* Rows of centres per block: the block's cosines (maxB x blk) and its
- * normalised rows and their gradients (blk x D each) stay within about
- * FC_BLOCK_BYTES, so the kernels' scratch does not grow with the classes.
- * It depends on the batch and D only (never on the transport), so results
- * do not depend on how messages are split. */
-#define FC_BLOCK_BYTES ((size_t)2 << 20)
-
-static int block_rows(int maxB, int maxK, int D)
-{
-    size_t per = sizeof(float) * (size_t)(maxB > D ? maxB : D);
-    size_t blk = FC_BLOCK_BYTES / per;
-    if (blk < 16) blk = 16;
-    if (blk > (size_t)(maxK > 0 ? maxK : 1)) blk = (size_t)(maxK > 0 ? maxK : 1);
-    return (int)blk;
-}
-
-af_status af_fc_ws_init(af_fc_ws *ws, int maxB, int maxK, int D)
-{
-    memset(ws, 0, sizeof *ws);
-    ws->maxB = maxB; ws->maxK = maxK; ws->D = D;
-    ws->blk = block_rows(maxB, maxK, D);
-    size_t bk = (size_t)maxB * (maxK > 0 ? maxK : 1), bb = (size_t)maxB * ws->blk;
-    if (!(ws->xn = af_malloc(sizeof(float) * maxB * D, "fc features")) ||
-        !(ws->xnorm = af_malloc(sizeof(float) * maxB, "fc feature norms")) ||
-        !(ws->wnorm = af_malloc(sizeof(float) * ws->blk, "fc centre block norms")) ||
-        !(ws->logits = af_malloc(sizeof(float) * bk, "fc logits")) ||
-        !(ws->wn = af_malloc(sizeof(float) * (size_t)ws->blk * D, "fc centre block")) ||
-        !(ws->dwn = af_malloc(sizeof(float) * (size_t)ws->blk * D, "fc centre block grads")) ||
-        !(ws->cos = af_malloc(sizeof(float) * bb, "fc cosine block")) ||
-        !(ws->dxn = af_malloc(sizeof(float) * maxB * D, "fc feature grads")) ||
-        !(ws->tcos = af_malloc(sizeof(double) * maxB, "fc target cosines")) ||
-        !(ws->lab = af_malloc(sizeof(int64_t) * maxB, "fc block labels")) ||
-        !(ws->rowbuf = af_malloc(sizeof(double) * 3 * maxB, "fc row buffer"))) {
-        af_fc_ws_free(ws);
-        return AF_ERR_NOMEM;
-    }
-    return AF_OK;
-}
-
-void af_fc_ws_free(af_fc_ws *ws)
-{
-    free(ws->xn); free(ws->xnorm); free(ws->wn); free(ws->wnorm); free(ws->cos); free(ws->lab);
-    free(ws->logits); free(ws->dxn); free(ws->dwn); free(ws->tcos); free(ws->rowbuf);
-    memset(ws, 0, sizeof *ws);
-}
-
-void af_fc_ws_set_block(af_fc_ws *ws, int rows)
-{
-    if (rows >= 1 && rows <= ws->blk) ws->blk = rows;
-}
-
-/* Normalises rows [j0, j0 + n) of w into ws->wn, their cosines with the
- * features into ws->cos (B, n), and each row's labels relative to the block
- * (-1: target not in this block) into ws->lab. The backward pass calls it
- * again for the same block and gets the same bits. */
-static void fc_block(af_fc_ws *ws, const float *xn, int B, const float *w, int j0, int n, const int64_t *labels)
-{
-    const int D = ws->D;
-    af_l2norm_forward(n, D, w + (size_t)j0 * D, ws->wn, ws->wnorm);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, n, D, 1.0f, xn, D, ws->wn, D, 0.0f, ws->cos, n);
-    for (int b = 0; b < B; b++) ws->lab[b] = labels[b] >= j0 && labels[b] < j0 + n ? labels[b] - j0 : -1;
-}
-
-af_status af_fc_loss(const af_margin *m, const float *x, int B, int B_total, const float *w, int K,
-                     const int64_t *labels, MPI_Comm comm, af_fc_ws *ws, double *loss, float *dx, float *dw)
-{
-    const int D = ws->D;
-    if (B > ws->maxB || K > ws->maxK)
-        return af_errorf(AF_ERR_ARG, "fc workspace holds %d x %d, asked for %d x %d", ws->maxB, ws->maxK, B, K);
-    for (int b = 0; b < B; b++)
-        if (labels[b] < -1 || labels[b] >= K)
-            return af_errorf(AF_ERR_ARG, "label %lld of row %d outside [-1, %d)", (long long)labels[b], b, K);
-    af_l2norm_forward(B, D, x, ws->xn, ws->xnorm);
-    for (int b = 0; b < B; b++) ws->tcos[b] = 0;
-    const size_t ld = (size_t)(K > 0 ? K : 1);
-    for (int j0 = 0; j0 < K && B > 0; j0 += ws->blk) {
-        int n = K - j0 < ws->blk ? K - j0 : ws->blk;
-        fc_block(ws, ws->xn, B, w, j0, n, labels);
-        /* The target angle decides the margin, and near theta = 0 or pi float32
-         * cosines lose most of its bits: recompute the target dot products in double. */
-        for (int b = 0; b < B; b++) {
-            if (ws->lab[b] < 0) continue;
-            const float *u = ws->xn + (size_t)b * D, *v = ws->wn + (size_t)ws->lab[b] * D;
-            double dot = 0;
-            for (int k = 0; k < D; k++) dot += (double)u[k] * v[k];
-            ws->tcos[b] = dot;
-        }
-        margin_forward_ld(m, ws->cos, ws->lab, ws->tcos, B, n, ws->logits + j0, ld);
-    }
-    af_status st = af_softmax_ce_forward(ws->logits, labels, B, K, B_total, comm, ws->rowbuf, loss);
-    if (st) return st;
-    if (!dx && !dw) return AF_OK;
-    af_softmax_ce_backward(ws->logits, labels, ws->rowbuf, B, K, B_total, ws->logits);
-    memset(ws->dxn, 0, sizeof(float) * B * D);
-    for (int j0 = 0; j0 < K && B > 0; j0 += ws->blk) {
-        int n = K - j0 < ws->blk ? K - j0 : ws->blk;
-        fc_block(ws, ws->xn, B, w, j0, n, labels);
-        float *dcos = ws->logits + j0; /* (B, n), rows ld apart, in place of the probabilities */
-        margin_backward_ld(m, ws->cos, ws->lab, ws->tcos, B, n, dcos, dcos, ld);
-        if (dx)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, D, n, 1.0f, dcos, (int)ld, ws->wn, D, 1.0f,
-                        ws->dxn, D);
-        if (dw) {
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, D, B, 1.0f, dcos, (int)ld, ws->xn, D, 0.0f,
-                        ws->dwn, D);
-            /* Written, not added: dw may be w itself, whose block is no longer read. */
-            af_l2norm_backward(n, D, ws->wn, ws->wnorm, ws->dwn, dw + (size_t)j0 * D, 0);
-        }
-    }
-    if (dx) af_l2norm_backward(B, D, ws->xn, ws->xnorm, ws->dxn, dx, 1);
-    if (dw && B == 0) memset(dw, 0, sizeof(float) * (size_t)K * D);
-    return AF_OK;
 }

@@ -55,6 +55,13 @@ typedef struct {
     /* the margin softmax's row passes: include/arcface/margin_rows.h */
     void (*margin_row_fwd)(const float *c, float *o, size_t K, float s, float thr);
     void (*margin_row_bwd)(const float *c, const float *g, float *o, size_t K, float s, float thr);
+    /* the softmax's rows (core/dist_ce.c): max (NaN ignored), exp(l - mx) in
+     * place with the sum over j != skip in double, y = a * x; the sums and the
+     * exponentials are bit-identical in both instances */
+    float (*row_max)(const float *l, size_t K);
+    double (*row_exp_sum)(float *l, size_t K, float mx, ptrdiff_t skip);
+    void (*row_scale)(const float *x, float *y, size_t K, float a);
+    double (*dot_d)(const float *a, const float *b, size_t n);
 } nn_kern_table;
 
 /* The table for this CPU (detected once; thread-safe). */

@@ -132,6 +132,7 @@ af_status af_worker_init(af_worker *w, const af_ctx *ctx, const af_config *cfg, 
     if (!w->images || !w->labels || !w->labels_g || !w->wslice || !w->slice_labels || !w->X ||
         !w->dX || !w->dx_local) { st = AF_ERR_NOMEM; goto fail; }
     if ((st = af_fc_ws_init(&w->fcws, w->G, (int)w->max_slice, w->D))) goto fail;
+    af_fc_ws_set_threads(&w->fcws, cfg->threads);
 
     if (w->P == 0) {
         int64_t touch = w->pfc.max_total * w->acc;

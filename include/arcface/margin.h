@@ -68,7 +68,12 @@ int af_margin_note(const af_margin *m, char *buf, size_t cap);
 /* Parses "analytic" | "arcface_torch". */
 af_status af_margin_grad_parse(const char *s, af_margin_grad *out);
 
-/* ---- margin on a (B, K) block of cosines ---- */
+/* The target logit's function of the target cosine c (before the scale s),
+ * its value and d/dc, in double: clamp, easy_margin gate, the combined
+ * margin and, per gradient mode, the fallback past theta + m = pi. */
+void af_margin_target(const af_margin *m, double c, double *val, double *deriv);
+
+/* ---- margin on a (B, K) block of cosines (scalar reference loops) ---- */
 /* logits = margin(cos). tcos (B), optional: the target cosines computed in double
  * precision by the caller (used instead of cos[b, label] for the target angle). */
 void af_margin_forward(const af_margin *m, const float *cos /* (B,K) */, const int64_t *labels /* (B) */,
@@ -81,16 +86,18 @@ void af_margin_backward(const af_margin *m, const float *cos, const int64_t *lab
  * Collective over comm: every rank holds the same B rows and its own K columns
  * (K may differ per rank, even be 0). On return logits hold the probabilities,
  * *loss = mean over the B rows of -log p(target) (equal on all ranks).
- * B_total is the divisor of the mean (the global batch). Equal on all ranks: B, B_total. */
+ * B_total is the divisor of the mean (the global batch). Equal on all ranks: B, B_total.
+ * Rows run on nthreads OpenMP threads; the results do not depend on nthreads. */
 af_status af_softmax_ce_forward(float *logits /* (B,K) in: logits; out: probabilities */, const int64_t *labels,
                                 int B, int K, int B_total, MPI_Comm comm, double *row_buf /* (3*B) */,
-                                double *loss);
+                                double *loss, int nthreads);
 /* dlogits = (p - onehot) / B_total (written). In-place allowed (dlogits == probs).
  * row_buf is the one the forward filled (it keeps 1 - p(target) per row). */
 void af_softmax_ce_backward(const float *probs, const int64_t *labels, const double *row_buf, int B, int K,
-                            int B_total, float *dlogits);
+                            int B_total, float *dlogits, int nthreads);
 
 /* ---- one slice's whole loss: normalise, cosines, margin, distributed CE, backward ----
+ * (core/fc_loss.c, library af_fc: its row passes are nn's dispatched kernels)
  * Workspace sized at init for the largest B, K, D; no allocation per call.
  * What grows with K is the logits (B x K floats, one buffer: logits, then
  * probabilities, then their gradients in place); the normalised centres,
@@ -99,6 +106,7 @@ void af_softmax_ce_backward(const float *probs, const int64_t *labels, const dou
  * K x D array. */
 typedef struct {
     int maxB, maxK, D, blk;
+    int nthreads;          /* OpenMP threads of the element-wise passes */
     float *xn, *xnorm;     /* (maxB,D), (maxB) */
     float *wnorm;          /* (blk) the block's centre norms */
     float *logits;         /* (maxB,maxK): logits, then probs, then dcos */
@@ -114,6 +122,9 @@ af_status af_fc_ws_init(af_fc_ws *ws, int maxB, int maxK, int D);
 void af_fc_ws_free(af_fc_ws *ws);
 /* Lowers the rows per block (tests: many blocks on small data); never raises it. */
 void af_fc_ws_set_block(af_fc_ws *ws, int rows);
+/* Threads of the element-wise passes over the logits (0: OpenMP's default,
+ * what af_fc_ws_init sets); the results are the same bits for any count. */
+void af_fc_ws_set_threads(af_fc_ws *ws, int nthreads);
 
 /* Loss of the global batch x (B,D raw) against this slice's raw centres w (K,D),
  * labels mapped to the slice. Adds d(mean loss)/dx — this slice's partial sum,
