@@ -193,8 +193,6 @@ static void sgd_row(float *w, float *v, const float *g, int D, float lr, float m
     }
 }
 
-/* Direct mode's optimizer step: rows nobody pushed get their zero-gradient
- * stash (dense modes only), then the learning-rate part for the rows that move. */
 /* Lazy (sparse) AdamW's step size for the step the shard is about to take:
  * torch.optim.SparseAdam's lr * sqrt(bc2) / bc1, in double as torch computes
  * it from Python floats. The bias correction counts optimizer steps (adam_t,
@@ -217,6 +215,8 @@ static void lazy_adamw_row(float *w, const float *m, const float *v, int D, floa
     }
 }
 
+/* Direct mode's optimizer step: rows nobody pushed get their zero-gradient
+ * stash (dense mode only), then the learning-rate part for the rows that move. */
 static void apply_direct(af_ps_shard *s, float lr)
 {
     const int D = s->D;
