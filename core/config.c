@@ -510,8 +510,6 @@ af_status af_config_check(const af_config *c)
             "progress deadline), got %g", c->comm_timeout);
     REQUIRE(c->clip_grad >= 0, "clip_grad", "must be >= 0 (0: no clipping), got %g", c->clip_grad);
     REQUIRE(!strcmp(c->optimizer, "sgd") || !strcmp(c->optimizer, "adamw"), "optimizer", "must be 'sgd' or 'adamw', got '%s'", c->optimizer);
-    REQUIRE(strcmp(c->optimizer, "adamw") || !strcmp(c->fc_update, "dense"), "optimizer",
-            "'adamw' needs fc_update = dense (AdamW's bias correction is per step, not per sampled row)");
     REQUIRE(c->num_epoch >= 1, "num_epoch", "must be >= 1, got %d", c->num_epoch);
     /* Negative: no warmup, as insightface's PolyScheduler takes warmup_epoch = -1
      * (its decay then runs over total + |warmup| steps; af_lr_at does the same). */

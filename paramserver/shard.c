@@ -9,6 +9,12 @@
 /* Salt that keeps fc initialisation apart from the backbone's in the INIT stream. */
 #define FC_INIT_SALT 0xfc00000000000000ull
 
+/* torch's AdamW / SparseAdam defaults. They are Python floats there: tensors are
+ * multiplied by beta cast to float32, but 1 - beta is taken in double first
+ * (1 - 0.999f in float is 1.7e-5 off 0.001, which shows in exp_avg_sq). */
+#define ADAM_BETA1 0.9
+#define ADAM_BETA2 0.999
+
 af_status af_ps_shard_init(af_ps_shard *s, int64_t start, int64_t count, int D, int64_t max_touched,
                            const af_config *cfg)
 {
@@ -20,8 +26,10 @@ af_status af_ps_shard_init(af_ps_shard *s, int64_t start, int64_t count, int D, 
     s->adamw = !strcmp(cfg->optimizer, "adamw");
     s->momentum = cfg->momentum;
     s->weight_decay = cfg->weight_decay;
-    s->beta1 = 0.9f;
-    s->beta2 = 0.999f;
+    s->beta1 = (float)ADAM_BETA1;
+    s->beta2 = (float)ADAM_BETA2;
+    s->one_minus_beta1 = (float)(1.0 - ADAM_BETA1);
+    s->one_minus_beta2 = (float)(1.0 - ADAM_BETA2);
     s->eps = 1e-8f;
     s->max_touched = max_touched < count ? max_touched : count;
     /* With one push per optimizer step every touched row gets its gradient
@@ -105,8 +113,8 @@ static void stash_row(af_ps_shard *s, int64_t r, const float *g)
         float *v = s->mom2 + (size_t)r * D;
         for (int k = 0; k < D; k++) {
             float gk = g ? g[k] : 0.0f;
-            m[k] = s->beta1 * m[k] + (1 - s->beta1) * gk;
-            v[k] = s->beta2 * v[k] + (1 - s->beta2) * gk * gk;
+            m[k] = s->beta1 * m[k] + s->one_minus_beta1 * gk;
+            v[k] = s->beta2 * v[k] + s->one_minus_beta2 * gk * gk;
         }
         return;
     }
@@ -185,18 +193,40 @@ static void sgd_row(float *w, float *v, const float *g, int D, float lr, float m
     }
 }
 
+/* Lazy (sparse) AdamW's step size for the step the shard is about to take:
+ * torch.optim.SparseAdam's lr * sqrt(bc2) / bc1, in double as torch computes
+ * it from Python floats. The bias correction counts optimizer steps (adam_t,
+ * SparseAdam's state['step'] for the one fc Parameter), not the steps a row
+ * was sampled in: a row back after a gap is corrected like every other row. */
+static float lazy_adamw_step_size(const af_ps_shard *s, float lr)
+{
+    double bc1 = 1.0 - pow(ADAM_BETA1, (double)s->adam_t), bc2 = 1.0 - pow(ADAM_BETA2, (double)s->adam_t);
+    return (float)(lr * sqrt(bc2) / bc1);
+}
+
+/* The weight part of lazy AdamW for one touched row whose moments are already
+ * updated: AdamW's decoupled decay first (as torch.optim.AdamW orders it), then
+ * SparseAdam's step, eps added to sqrt(v) before the bias correction. */
+static void lazy_adamw_row(float *w, const float *m, const float *v, int D, float decay, float step_size, float eps)
+{
+    for (int k = 0; k < D; k++) {
+        w[k] *= decay;
+        w[k] -= step_size * (m[k] / (sqrtf(v[k]) + eps));
+    }
+}
+
 /* Direct mode's optimizer step: rows nobody pushed get their zero-gradient
- * stash (dense modes only), then the learning-rate part for the rows that move. */
+ * stash (dense mode only), then the learning-rate part for the rows that move. */
 static void apply_direct(af_ps_shard *s, float lr)
 {
     const int D = s->D;
-    const int dense = s->adamw || s->mode == AF_FC_DENSE;
+    const int dense = s->mode == AF_FC_DENSE;
     float step = lr, sbc2 = 1;
     if (s->adamw) {
         s->adam_t++;
-        float bc1 = 1.0f - powf(s->beta1, (float)s->adam_t), bc2 = 1.0f - powf(s->beta2, (float)s->adam_t);
-        step = lr / bc1;
-        sbc2 = sqrtf(bc2);
+        double bc1 = 1.0 - pow(ADAM_BETA1, (double)s->adam_t), bc2 = 1.0 - pow(ADAM_BETA2, (double)s->adam_t);
+        step = dense ? (float)(lr / bc1) : lazy_adamw_step_size(s, lr);
+        sbc2 = (float)sqrt(bc2);
     }
     for (int64_t r = 0; r < s->count; r++) {
         int touched = s->slot[r] >= 0;
@@ -204,7 +234,9 @@ static void apply_direct(af_ps_shard *s, float lr)
         if (!touched) stash_row(s, r, NULL);
         s->slot[r] = -1;
         float *w = s->w + (size_t)r * D, *m = s->mom + (size_t)r * D;
-        if (s->adamw) {
+        if (s->adamw && !dense) {
+            lazy_adamw_row(w, m, s->mom2 + (size_t)r * D, D, 1.0f - lr * s->weight_decay, step, s->eps);
+        } else if (s->adamw) {
             const float *v = s->mom2 + (size_t)r * D;
             for (int k = 0; k < D; k++) {
                 w[k] *= 1.0f - lr * s->weight_decay;
@@ -224,19 +256,28 @@ void af_ps_shard_apply(af_ps_shard *s, float lr)
         apply_direct(s, lr);
         return;
     }
-    if (s->adamw) {
+    if (s->adamw && s->mode == AF_FC_SPARSE) {
+        s->adam_t++;
+        const float step_size = lazy_adamw_step_size(s, lr), decay = 1.0f - lr * s->weight_decay;
+        for (int64_t i = 0; i < s->n_touched; i++) {
+            int64_t r = s->touched[i];
+            stash_row(s, r, s->acc + (size_t)i * D);
+            lazy_adamw_row(s->w + (size_t)r * D, s->mom + (size_t)r * D, s->mom2 + (size_t)r * D, D, decay,
+                           step_size, s->eps);
+        }
+    } else if (s->adamw) {
         /* torch.optim.AdamW: decoupled decay, bias-corrected moments. */
         s->adam_t++;
-        float bc1 = 1.0f - powf(s->beta1, (float)s->adam_t), bc2 = 1.0f - powf(s->beta2, (float)s->adam_t);
-        float step = lr / bc1, sbc2 = sqrtf(bc2);
+        double bc1 = 1.0 - pow(ADAM_BETA1, (double)s->adam_t), bc2 = 1.0 - pow(ADAM_BETA2, (double)s->adam_t);
+        float step = (float)(lr / bc1), sbc2 = (float)sqrt(bc2);
         for (int64_t r = 0; r < s->count; r++) {
             float *w = s->w + (size_t)r * D, *m = s->mom + (size_t)r * D, *v = s->mom2 + (size_t)r * D;
             const float *g = s->slot[r] >= 0 ? s->acc + (size_t)s->slot[r] * D : NULL;
             for (int k = 0; k < D; k++) {
                 float gk = g ? g[k] : 0.0f;
                 w[k] *= 1.0f - lr * s->weight_decay;
-                m[k] = s->beta1 * m[k] + (1 - s->beta1) * gk;
-                v[k] = s->beta2 * v[k] + (1 - s->beta2) * gk * gk;
+                m[k] = s->beta1 * m[k] + s->one_minus_beta1 * gk;
+                v[k] = s->beta2 * v[k] + s->one_minus_beta2 * gk * gk;
                 w[k] -= step * m[k] / (sqrtf(v[k]) / sbc2 + s->eps);
             }
         }

@@ -48,7 +48,7 @@ typedef struct {
     /* partial fc */
     double sample_rate;           /* double, so that int(rate * n) is Python's */
     int sample_shards;            /* logical class shards sampling is defined over (not the server count) */
-    char fc_update[16];           /* dense (default, arcface_torch) | sparse */
+    char fc_update[16];           /* dense (default, arcface_torch) | sparse (sampled rows; lazy AdamW) */
     int64_t num_classes;          /* 0: the dataset's */
     /* optimisation */
     int batch_size;               /* per worker */

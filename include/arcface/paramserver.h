@@ -3,8 +3,8 @@
  * state, and (with gradient_acc > 1) the accumulator of the gradients pushed
  * during one optimizer step.
  *
- * Memory: weights and momentum are count x D x 4 bytes each (AdamW, dense only,
- * adds a second moment), plus an int32 slot per row. With gradient_acc = 1
+ * Memory: weights and momentum are count x D x 4 bytes each (AdamW adds a
+ * second moment), plus an int32 slot per row. With gradient_acc = 1
  * ("direct" mode) each touched row's gradient arrives exactly once per
  * optimizer step and goes straight into the optimizer state (SGD momentum
  * v = mu v + g + wd w, AdamW's moments: the parts without the learning rate,
@@ -18,7 +18,11 @@
  *           (PLSC's sparse momentum, partial_fc v1);
  *   dense   every row, every step, with g = 0 for rows nobody pushed: exactly
  *           arcface_torch v2, where the whole fc weight is one torch SGD parameter.
- *   AdamW (dense): torch.optim.AdamW semantics with one step count per shard.
+ *   AdamW dense: torch.optim.AdamW semantics with one step count per shard.
+ *   AdamW sparse (lazy): only rows pushed this step: w *= 1 - lr wd (AdamW's
+ *           decoupled decay, first), then torch.optim.SparseAdam's step on
+ *           those rows, whose bias correction counts optimizer steps (adam_t,
+ *           SparseAdam's state['step']), not the steps a row was sampled in.
  * Row c is initialised N(0, 0.01) from (seed, c) alone, so the initial matrix is
  * the same whatever the number of servers. */
 #ifndef ARCFACE_PARAMSERVER_H
@@ -38,7 +42,7 @@ typedef struct {
     int D;
     af_fc_update mode;
     int adamw;
-    float momentum, weight_decay, beta1, beta2, eps;
+    float momentum, weight_decay, beta1, beta2, one_minus_beta1, one_minus_beta2, eps;
     int64_t adam_t;
     float *w;            /* (count, D) */
     float *mom;          /* (count, D) momentum (SGD) or exp_avg (AdamW) */

@@ -3,7 +3,7 @@
  * finishes the step, with no accumulator. Checked against the accumulator path
  * (gradient_acc = 2 with every push in one micro-step: sum first, then the
  * whole update at once, the code every other test and the PyTorch-checked
- * trainer runs use) for sparse SGD, dense SGD and AdamW over several steps
+ * trainer runs use) for sparse and dense SGD and AdamW over several steps
  * with two "workers" pushing disjoint rows: weights and optimizer state must
  * agree within TOL (printed with the measured difference). And a row pushed
  * twice in one step, which direct mode would apply twice, must be refused
@@ -120,6 +120,7 @@ int main(void)
     compare_modes("sparse", "sgd");
     compare_modes("dense", "sgd");
     compare_modes("dense", "adamw");
+    compare_modes("sparse", "adamw");
 
     af_ps_shard s;
     if (init(&s, "sparse", "sgd", 1)) return 1;
