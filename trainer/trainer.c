@@ -298,6 +298,8 @@ static af_status evaluate(job *j, int64_t step, const char *ckpt_path)
     af_status st = AF_OK;
     if (j->ctx.worker_rank == 0) {
         af_ctx_local_work(1);
+        printf("Eval: step %lld: evaluating %d target%s on worker 0\n", (long long)step, j->n_val, j->n_val > 1 ? "s" : "");
+        fflush(stdout);
         af_backbone *bb = &j->w.bb;
         float *centres = NULL;
         int64_t nc = 0;
