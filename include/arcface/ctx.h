@@ -60,7 +60,11 @@ int af_ctx_first_failure(void);
  * makes world rank RANK act at PHASE ("pull", "forward", "push", "commit",
  * "checkpoint") of optimizer step STEP. ACTION "kill" (the default) is a
  * SIGKILL, as a node failure would be; "error" makes the phase fail with an
- * error; other actions ("badpush", "badcommit", "nan") are for the caller to act on.
+ * error; "stop" a SIGSTOP (the rank goes on after a SIGCONT), as a hung rank
+ * would be; other actions ("badpush", "badcommit", "nan") are for the caller to act on.
+ * ARCFACE_TEST_HOST=NAME, also for the tests: this rank counts as running on
+ * host NAME (the progress deadline's look at its peers, below), so ranks of one
+ * machine can pose as ranks of several hosts.
  * af_ctx_fault_hit returns 1 (and *action) when this rank, phase and step match;
  * af_ctx_fault carries out "kill" and "error" and returns AF_OK otherwise.
  * Without the variable both cost one branch. Per rank. */
@@ -90,7 +94,11 @@ void af_ctx_local_work(int on);
  * culprit: a reply owed by one rank (AF_WAIT_REPLY) fires first, a wait for
  * the next request of a given rank (AF_WAIT_PEER) D/4 (at most 30 s) later,
  * a collective where the culprit is unknown (AF_WAIT_GROUP) twice that, so
- * the message that names the stuck rank is the one the job ends with. Outside
+ * the message that names the stuck rank is the one the job ends with. A rank
+ * whose wait names no culprit (or one only indirectly: AF_WAIT_PEER, GROUP)
+ * looks for a stopped peer on its own host (/proc) and names it; when it finds
+ * none and ranks run on other hosts, it waits D/4 (3 to 30 s) more, so that
+ * a rank on the culprit's host, which can name it, speaks first. Outside
  * labelled waits a rank may go D without progress (a loop spinning in a bug).
  * AF_WAIT_LIVE marks a wait for worker 0's evaluation (af_ctx_eval_follow):
  * D applies to the time since its last sign of life, not since the wait

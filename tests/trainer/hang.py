@@ -52,15 +52,22 @@ def check(cond, msg):
     print(("ok   " if cond else "FAIL ") + msg, flush=True)
 
 
-def stop_case(role, rank, timeout=T, extra=(), at_step=2, phase=None, during_eval=False):
+def stop_case(role, rank, timeout=T, extra=(), at_step=2, phase=None, during_eval=False, hosts=None):
     """phase: what the deadline message must name besides the rank (None: any).
-    during_eval: the stop comes once worker 0 has begun evaluating at at_step."""
+    during_eval: the stop comes once worker 0 has begun evaluating at at_step.
+    hosts: the host each rank poses as (ARCFACE_TEST_HOST); then the rank stops
+    itself at the forward pass of optimizer step at_step + 2 (ARCFACE_FAULT
+    ...:stop), with every other rank in an indirect wait."""
     out = os.path.join(WORK, f"stopped_{role}".replace(" ", "_"))
     shutil.rmtree(out, ignore_errors=True)
     log = open(out + ".log", "w")
-    p = subprocess.Popen(MPIRUN + ["-np", "4", BIN] + COMMON + list(extra) + ["--output", out] +
-                         ([] if OLD else ["--comm_timeout", str(timeout)]), stdout=log,
-                         stderr=subprocess.STDOUT, start_new_session=True)
+    args = COMMON + list(extra) + ["--output", out] + ([] if OLD else ["--comm_timeout", str(timeout)])
+    cmd, env = MPIRUN + ["-np", "4", BIN] + args, dict(os.environ)
+    if hosts:
+        cmd = MPIRUN + [w for r, h in enumerate(hosts) for w in [":"] * (r > 0) + ["-np", "1", "env",
+                                                                                 f"ARCFACE_TEST_HOST={h}", BIN] + args]
+        env["ARCFACE_FAULT"] = f"{rank}:forward:{at_step + 2}:stop"
+    p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     deadline = time.time() + 120
     # The checkpoint's `latest` is written just before worker 0 evaluates.
     while time.time() < deadline and latest_step(out) < at_step and p.poll() is None:
@@ -88,7 +95,8 @@ def stop_case(role, rank, timeout=T, extra=(), at_step=2, phase=None, during_eva
             pass
         p.wait()
         return
-    os.kill(pid, signal.SIGSTOP)
+    if not hosts:
+        os.kill(pid, signal.SIGSTOP)
     t0 = time.time()
     try:
         rc = p.wait(timeout=LIMIT)
@@ -96,13 +104,17 @@ def stop_case(role, rank, timeout=T, extra=(), at_step=2, phase=None, during_eva
         os.killpg(p.pid, signal.SIGKILL)
         p.wait()
         rc = None
-    dt = time.time() - t0
+    t1 = time.time()
     try:
         os.kill(pid, signal.SIGKILL)  # if the launcher left it behind
     except OSError:
         pass
     with open(out + ".log") as f:
         text = f.read()
+    if hosts:  # the time the rank stopped itself
+        f = re.search(r"ARCFACE_FAULT: stop at forward of step \d+, unix time ([0-9.]+)", text)
+        t0 = float(f.group(1)) if f else t1
+    dt = t1 - t0
     m = re.search(r"rank (\d+): error: waited ([0-9.]+) s for (.*?), more than the progress deadline of ([0-9.]+) s",
                   text)
     fired = m.group(0) if m else "(no deadline message)"
@@ -118,6 +130,16 @@ def stop_case(role, rank, timeout=T, extra=(), at_step=2, phase=None, during_eva
                                                                             else "") +
               f"; comm_timeout {timeout:.0f} s; None: still running at {LIMIT:.0f} s, killed); names rank {rank}"
               + (f" and /{phase}/" if phase else "") + f": {names}; message: {fired}")
+    if hosts:
+        # Every rank that fired named the stopped one: those that could not see
+        # it (on the other host, in an indirect wait) left the word to one that
+        # could, and were ended before they would have spoken. (The stopped rank,
+        # woken by the launcher's SIGCONT, may say that it made no progress.)
+        fired = re.findall(r"rank (\d+): error: waited [0-9.]+ s for (.*?), more than the progress deadline", text)
+        others = [(r, w) for r, w in fired if int(r) != rank]
+        check(bool(others) and all(f"held up by rank {rank})" in w for _, w in others),
+              f"ranks on hosts {hosts}: every deadline message of the others names rank {rank}: " +
+              "; ".join(f"rank {r}: {w}" for r, w in fired))
     if after:
         # No rank fired during the evaluation, though it outlasted the deadline
         # its waiting ranks hold it to (no slack: max(comm_timeout, 3 x step)).
@@ -154,6 +176,10 @@ def main():
     # Stopped after the evaluation's first message or just before it: either label names it.
     stop_case("worker in its evaluation", 0, TE, ev, 3, r"worker 0.*evaluation.* step 3 \(", True)
     stop_case("worker during an evaluation", 1, TE, ev, 3, None, True)
+    # Two hosts: ranks 0 and 2 on one, 1 and 3 on the other. The stopped worker 1
+    # holds worker 0 in a collective and both servers (missing both pushes): only
+    # server rank 3 can see it stopped.
+    stop_case("worker seen from its host only", 1, TE, (), 2, None, False, ["hostA", "hostB", "hostA", "hostB"])
     startup_once()
     print(f"{failures} failed")
     return 1 if failures else 0
