@@ -266,8 +266,8 @@ static void check_deadline(long long now)
     int peer = atomic_load(&wd.wait_peer), kind = atomic_load(&wd.wait_kind);
     double slack = 0;
     /* A live wait names its culprit (rank 0) and is re-armed at every sign of life. */
-    if (phase && kind != AF_WAIT_LIVE) slack = kind * (base / 4 < 30 ? base / 4 : 30);
-    else since = atomic_load(&wd.last_ms);
+    if (!phase) since = atomic_load(&wd.last_ms);
+    else if (kind != AF_WAIT_LIVE) slack = kind * (base / 4 < 30 ? base / 4 : 30);
     double idle = (double)(now - since) * 1e-3, bound = base + slack;
     if (idle <= bound) return;
     char msg[1024], whom[96] = "", step[48] = "", stopped[256] = "";
@@ -511,9 +511,10 @@ af_status af_ctx_eval_follow(const af_ctx *c, int64_t step, af_status (*poll)(vo
             break;
         }
         *evaluated = 1;
-        /* A sign of life: the deadline counts from here, the stop watchdog too. */
-        af_ctx_wait(live, step, 0, AF_WAIT_LIVE);
+        /* A sign of life: the deadline counts from here, the stop watchdog too
+         * (last_ms first: the label is briefly unset while it is re-armed). */
         atomic_store(&wd.last_ms, now_ms());
+        af_ctx_wait(live, step, 0, AF_WAIT_LIVE);
     }
     af_ctx_wait_done();
     return st;
