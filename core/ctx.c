@@ -476,7 +476,7 @@ af_status af_ctx_eval_follow(const af_ctx *c, int64_t step, af_status (*poll)(vo
 {
     *evaluated = *failed = 0;
     if (c->size == 1 || c->rank == 0) return AF_OK;
-    static const char *const first = "word from worker 0 on an evaluation after the checkpoint of step";
+    static const char *const first = "worker 0's word on whether it evaluates after the checkpoint of step";
     static const char *const live = "a sign of life from worker 0's evaluation at step";
     af_ctx_wait(first, step, 0, AF_WAIT_LIVE);
     af_status st = AF_OK;

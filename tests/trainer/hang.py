@@ -174,7 +174,7 @@ def main():
     write_val_bin(val, EVAL_PAIRS)
     ev = ["--val_targets", val, "--verbose", "3"]
     # Stopped after the evaluation's first message or just before it: either label names it.
-    stop_case("worker in its evaluation", 0, TE, ev, 3, r"worker 0.*evaluation.* step 3 \(", True)
+    stop_case("worker in its evaluation", 0, TE, ev, 3, r"worker 0.*evaluat.* step 3 \(", True)
     stop_case("worker during an evaluation", 1, TE, ev, 3, None, True)
     # Two hosts: ranks 0 and 2 on one, 1 and 3 on the other. The stopped worker 1
     # holds worker 0 in a collective and both servers (missing both pushes): only
