@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "arcface/msg.h"
 #include "arcface/pfc.h"
 
 /* Every rank's pid and host, for the progress deadline to look at peers on its
@@ -19,12 +20,16 @@ static struct {
     long long *pid_host; /* (size, 2): pid, hash of the host name */
     int size;
     long long my_host;
+    int other_hosts;     /* some rank runs on another host: /proc does not show them all */
 } peers;
 
 static long long host_hash(void)
 {
     char h[256] = "";
-    gethostname(h, sizeof h - 1);
+    /* Test hook: ranks of one machine posing as ranks of several hosts. */
+    const char *t = getenv("ARCFACE_TEST_HOST");
+    if (t && *t) snprintf(h, sizeof h, "%s", t);
+    else gethostname(h, sizeof h - 1);
     unsigned long long x = 1469598103934665603ull;
     for (const char *p = h; *p; p++) x = (x ^ (unsigned char)*p) * 1099511628211ull;
     return (long long)(x >> 1);
@@ -43,6 +48,8 @@ static af_status exchange_pids(const af_ctx *c)
     peers.pid_host = all;
     peers.size = c->size;
     peers.my_host = mine[1];
+    peers.other_hosts = 0;
+    for (int r = 0; r < c->size; r++) peers.other_hosts |= all[2 * r + 1] != mine[1];
     return AF_OK;
 }
 
@@ -158,6 +165,7 @@ af_status af_ctx_fault(const af_ctx *c, const char *phase, int64_t step)
 af_status af_ctx_fault_act(const af_ctx *c, const char *phase, int64_t step, const char *action)
 {
     if (!strcmp(action, "kill")) raise(SIGKILL);
+    if (!strcmp(action, "stop")) raise(SIGSTOP); /* goes on after a SIGCONT */
     if (!strcmp(action, "error"))
         return af_errorf(AF_ERR_IO, "rank %d: injected error at %s of step %lld (ARCFACE_FAULT)", c->rank, phase,
                          (long long)step);
@@ -213,8 +221,9 @@ void af_ctx_wait(const char *phase, long long what, int peer, af_wait_kind kind)
 
 void af_ctx_wait_done(void)
 {
-    /* An exempt wait spanned a peer's evaluation: like local work, no step. */
-    if (atomic_load(&wd.wait_phase) && atomic_load(&wd.wait_kind) == AF_WAIT_EXEMPT) atomic_store(&wd.last_ms, now_ms());
+    /* A wait for worker 0's evaluation is no step: like local work, it must not
+     * stretch the deadline (3 x the longest step) for the rest of the run. */
+    if (atomic_load(&wd.wait_phase) && atomic_load(&wd.wait_kind) == AF_WAIT_LIVE) atomic_store(&wd.last_ms, now_ms());
     atomic_store(&wd.wait_phase, NULL);
 }
 
@@ -255,14 +264,24 @@ static void check_deadline(long long now)
     const char *phase = atomic_load(&wd.wait_phase);
     long long what = atomic_load(&wd.wait_what), since = atomic_load(&wd.wait_since_ms);
     int peer = atomic_load(&wd.wait_peer), kind = atomic_load(&wd.wait_kind);
-    if (phase && kind == AF_WAIT_EXEMPT) return;
     double slack = 0;
-    if (phase) slack = kind * (base / 4 < 30 ? base / 4 : 30);
-    else since = atomic_load(&wd.last_ms);
+    /* A live wait names its culprit (rank 0) and is re-armed at every sign of life. */
+    if (!phase) since = atomic_load(&wd.last_ms);
+    else if (kind != AF_WAIT_LIVE) slack = kind * (base / 4 < 30 ? base / 4 : 30);
     double idle = (double)(now - since) * 1e-3, bound = base + slack;
     if (idle <= bound) return;
     char msg[1024], whom[96] = "", step[48] = "", stopped[256] = "";
     int first_stopped = -1, n_stopped = stopped_peers(stopped, sizeof stopped, &first_stopped);
+    /* An indirect wait that finds no stopped rank here cannot tell the culprit
+     * when ranks run on other hosts; one of those may see it stopped on its own
+     * host and name it. Give it the time to speak first, and the launcher the
+     * time to end the others after it (mpirun: SIGTERM, then SIGKILL 1 s later),
+     * so that its message is the job's only one. */
+    double defer = 0;
+    if (phase && (kind == AF_WAIT_PEER || kind == AF_WAIT_GROUP) && !n_stopped && peers.other_hosts)
+        defer = base / 4 < 3 ? 3 : base / 4 < 30 ? base / 4 : 30;
+    if (idle <= bound + defer) return;
+    bound += defer;
     /* A peer found stopped on this host is the culprit: a collective cannot name
      * it, and a wait for one rank may be for a rank itself held by the stopped one. */
     if (n_stopped == 1 && peer != first_stopped) {
@@ -276,7 +295,9 @@ static void check_deadline(long long now)
                      "deadline of %.1f s (comm_timeout %.1f s, 3 x the longest step so far %.1f s%s): %s is stopped, "
                      "hung or far slower than before%s%s%s; ending the job\n", wd.rank, idle,
                      phase ? phase : "progress since the last step", step, whom, bound, wd.timeout_s,
-                     3e-3 * (double)atomic_load(&wd.longest_ms), slack > 0 ? ", plus the slack of an indirect wait" : "",
+                     3e-3 * (double)atomic_load(&wd.longest_ms),
+                     defer > 0 ? ", plus the slack of an indirect wait and the time for a rank on another host to name "
+                                 "its culprit" : slack > 0 ? ", plus the slack of an indirect wait" : "",
                      peer >= 0 ? "that rank" : phase ? "a rank" : "this rank",
                      n_stopped ? " (stopped on this host, e.g. by SIGSTOP: rank " : "", stopped, n_stopped ? ")" : "");
     if (n > 0) { ssize_t w = write(2, msg, (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1); (void)w; }
@@ -334,4 +355,167 @@ af_status af_ctx_watchdog_start(const af_ctx *c)
     pthread_attr_destroy(&a);
     if (rc) return af_errorf(AF_ERR_NOMEM, "rank %d: cannot start the stop watchdog thread (error %d)", c->rank, rc);
     return AF_OK;
+}
+
+/* Worker 0's evaluation messages (include/arcface/ctx.h). The sender's state:
+ * one buffer and one request per destination, so a destination that does not
+ * take its messages (stopped) holds at most one, and nothing piles up. */
+enum { EV_NONE = 0, EV_BEGIN = 1, EV_BEAT = 2, EV_END = 3, EV_FAILED = 4 };
+
+static struct {
+    long long (*buf)[2]; /* (size) step, kind */
+    MPI_Request *req;    /* (size) */
+    int size, active;
+    long long step, last_ms;
+} ev;
+
+static af_status ev_alloc(const af_ctx *c)
+{
+    if (ev.size == c->size) return AF_OK;
+    free(ev.buf);
+    free(ev.req);
+    ev.size = 0;
+    ev.buf = af_malloc(sizeof *ev.buf * (size_t)c->size, "evaluation message buffers");
+    ev.req = af_malloc(sizeof *ev.req * (size_t)c->size, "evaluation message requests");
+    if (!ev.buf || !ev.req) return AF_ERR_NOMEM;
+    for (int r = 0; r < c->size; r++) ev.req[r] = MPI_REQUEST_NULL;
+    ev.size = c->size;
+    return AF_OK;
+}
+
+/* 1 when the last message to rank r has completed (or there was none). */
+static af_status ev_idle(const af_ctx *c, int r, int *idle)
+{
+    *idle = 1;
+    if (ev.req[r] == MPI_REQUEST_NULL) return AF_OK;
+    if (MPI_Test(&ev.req[r], idle, MPI_STATUS_IGNORE) != MPI_SUCCESS)
+        return af_errorf(AF_ERR_MPI, "rank %d: sending worker 0's evaluation message of step %lld to rank %d failed",
+                         c->rank, ev.step, r);
+    return AF_OK;
+}
+
+static af_status ev_send(const af_ctx *c, int r, int kind)
+{
+    ev.buf[r][0] = ev.step;
+    ev.buf[r][1] = kind;
+    if (MPI_Isend(ev.buf[r], 2, MPI_LONG_LONG, r, AF_TAG_EVAL, c->world, &ev.req[r]) != MPI_SUCCESS)
+        return af_errorf(AF_ERR_MPI, "rank %d: sending worker 0's evaluation message of step %lld to rank %d failed",
+                         c->rank, ev.step, r);
+    return AF_OK;
+}
+
+/* Every message sent so far completes; a rank that does not take its own is
+ * named by the deadline. */
+static af_status ev_complete(const af_ctx *c)
+{
+    for (int r = 1; r < ev.size; r++) {
+        if (ev.req[r] == MPI_REQUEST_NULL) continue;
+        af_ctx_wait("a rank to take worker 0's evaluation message of step", ev.step, r, AF_WAIT_REPLY);
+        int rc = af_mpi_waitall_patiently(1, &ev.req[r]);
+        af_ctx_wait_done();
+        if (rc != MPI_SUCCESS)
+            return af_errorf(AF_ERR_MPI, "rank %d: sending worker 0's evaluation message of step %lld to rank %d failed",
+                             c->rank, ev.step, r);
+    }
+    return AF_OK;
+}
+
+af_status af_ctx_eval_announce(const af_ctx *c, int64_t step, int evaluates)
+{
+    if (c->size == 1 || c->rank != 0) return AF_OK;
+    af_status st = ev_alloc(c);
+    if (st) return st;
+    ev.step = step;
+    if (!evaluates) {
+        for (int r = c->W; r < c->size && !st; r++) st = ev_send(c, r, EV_NONE);
+        return st ? st : ev_complete(c);
+    }
+    for (int r = 1; r < c->size && !st; r++) st = ev_send(c, r, EV_BEGIN);
+    ev.active = 1;
+    ev.last_ms = now_ms();
+    return st;
+}
+
+/* Often enough that a waiting rank's deadline (at least comm_timeout) and stop
+ * watchdog (at least ARCFACE_STOP_GRACE) never take a live worker 0 for a
+ * stuck one; rarely enough to cost nothing. */
+static double ev_interval_s(void)
+{
+    double t = 2.0;
+    if (wd.timeout_s > 0 && wd.timeout_s / 4 < t) t = wd.timeout_s / 4;
+    if (wd.grace_s > 0 && wd.grace_s / 4 < t) t = wd.grace_s / 4;
+    return t;
+}
+
+af_status af_ctx_eval_beat(void *ctx)
+{
+    const af_ctx *c = ctx;
+    if (!ev.active) return AF_OK;
+    long long now = now_ms();
+    if ((double)(now - ev.last_ms) * 1e-3 < ev_interval_s()) return AF_OK;
+    ev.last_ms = now;
+    af_status st = AF_OK;
+    for (int r = 1; r < ev.size && !st; r++) {
+        int idle;
+        if (!(st = ev_idle(c, r, &idle)) && idle) st = ev_send(c, r, EV_BEAT);
+    }
+    return st;
+}
+
+af_status af_ctx_eval_end(const af_ctx *c, int failed)
+{
+    if (!ev.active) return AF_OK;
+    ev.active = 0;
+    af_status st = ev_complete(c);
+    for (int r = 1; r < ev.size && !st; r++) st = ev_send(c, r, failed ? EV_FAILED : EV_END);
+    return st ? st : ev_complete(c);
+}
+
+af_status af_ctx_eval_follow(const af_ctx *c, int64_t step, af_status (*poll)(void *), void *user, int *evaluated,
+                             int *failed)
+{
+    *evaluated = *failed = 0;
+    if (c->size == 1 || c->rank == 0) return AF_OK;
+    static const char *const first = "worker 0's word on whether it evaluates after the checkpoint of step";
+    static const char *const live = "a sign of life from worker 0's evaluation at step";
+    af_ctx_wait(first, step, 0, AF_WAIT_LIVE);
+    af_status st = AF_OK;
+    for (;;) {
+        MPI_Status s;
+        int flag = 0;
+        if (MPI_Iprobe(0, AF_TAG_EVAL, c->world, &flag, &s) != MPI_SUCCESS) {
+            st = af_errorf(AF_ERR_MPI, "rank %d: probing for worker 0's evaluation messages failed", c->rank);
+            break;
+        }
+        if (!flag) {
+            if (poll && (st = poll(user))) break;
+            struct timespec ts = {0, 2000000};
+            nanosleep(&ts, NULL);
+            continue;
+        }
+        long long m[2];
+        if (MPI_Recv(m, 2, MPI_LONG_LONG, 0, AF_TAG_EVAL, c->world, MPI_STATUS_IGNORE) != MPI_SUCCESS) {
+            st = af_errorf(AF_ERR_MPI, "rank %d: receiving worker 0's evaluation message failed", c->rank);
+            break;
+        }
+        int valid = *evaluated ? m[1] >= EV_BEAT && m[1] <= EV_FAILED : m[1] == EV_NONE || m[1] == EV_BEGIN;
+        if (m[0] != step || !valid) {
+            st = af_errorf(AF_ERR_PROTO, "rank %d: worker 0's evaluation message (step %lld, kind %lld) is not what "
+                           "follows the checkpoint of step %lld%s", c->rank, m[0], m[1], (long long)step,
+                           *evaluated ? " in an evaluation" : "");
+            break;
+        }
+        if (m[1] == EV_NONE) break;
+        if (m[1] >= EV_END) {
+            *failed = m[1] == EV_FAILED;
+            break;
+        }
+        *evaluated = 1;
+        /* A sign of life: the deadline counts from here, the stop watchdog too
+         * (last_ms first: the label is briefly unset while it is re-armed). */
+        atomic_store(&wd.last_ms, now_ms());
+        af_ctx_wait(live, step, 0, AF_WAIT_LIVE);
+    }
+    af_ctx_wait_done();
+    return st;
 }

@@ -28,6 +28,9 @@ struct af_valset {
     int32_t *pa, *pb;          /* pair list */
     uint8_t *issame;
     size_t n_pairs;
+    /* Called after every batch (af_valset_set_progress); NULL: none. */
+    af_status (*progress)(void *);
+    void *progress_user;
 };
 
 static void base_name(const char *path, char *out, size_t cap)
@@ -187,6 +190,12 @@ int64_t af_valset_images(const af_valset *v) { return v->n; }
 int af_valset_classes(const af_valset *v) { return v->is_bin ? 0 : v->n_classes; }
 const int32_t *af_valset_labels(const af_valset *v) { return v->labels; }
 
+void af_valset_set_progress(af_valset *v, af_status (*fn)(void *), void *user)
+{
+    v->progress = fn;
+    v->progress_user = user;
+}
+
 /* Image i of the set as model input (c, h, w), mirrored if flip. */
 static af_status load_image(af_valset *v, int64_t i, int flip, float *chw)
 {
@@ -224,6 +233,7 @@ af_status af_valset_run(af_valset *v, af_backbone *bb, const float *centres, int
             const float *out;
             if (!st && !(st = af_backbone_forward(bb, x, nb, 0, NULL, &out)))
                 memcpy(dst + (size_t)s * D, out, sizeof(float) * (size_t)nb * D);
+            if (!st && v->progress) st = v->progress(v->progress_user);
         }
     }
     if (st) goto done;

@@ -229,10 +229,6 @@ af_status af_server_run(const af_ctx *ctx, const af_config *cfg, af_ps_shard *s,
     sv.stop_req = af_malloc(sizeof(MPI_Request) * nw, "signal forwarding requests");
     if (!sv.stage || !sv.rowbuf || !sv.seen || !sv.stop_req) { st = AF_ERR_NOMEM; goto done; }
     for (size_t w = 0; w < nw; w++) sv.stop_req[w] = MPI_REQUEST_NULL;
-    /* After a checkpoint with val_targets set, worker 0 evaluates before the
-     * next pull: a wait nothing here can bound (ctx.h). */
-    int evaluating = 0;
-
     for (int64_t opt = first_opt_step;; opt++) {
         /* Between optimizer steps: worker 0 may ask for a checkpoint or a
          * shutdown before the next pulls; other workers' pulls may come first. */
@@ -241,9 +237,7 @@ af_status af_server_run(const af_ctx *ctx, const af_config *cfg, af_ps_shard *s,
             memset(sv.seen, 0, nw);
             for (int got = 0; got < W;) {
                 int from;
-                st = recv_request(&sv, MPI_ANY_SOURCE, &from, "the pull of micro-step", t,
-                                  evaluating && got == 0 ? AF_WAIT_EXEMPT : AF_WAIT_PEER);
-                evaluating = 0;
+                st = recv_request(&sv, MPI_ANY_SOURCE, &from, "the pull of micro-step", t, AF_WAIT_PEER);
                 if (st) {
                     if (st != AF_ERR_PROTO) goto done;
                     reply_error(&sv, from, af_errmsg());
@@ -264,11 +258,19 @@ af_status af_server_run(const af_ctx *ctx, const af_config *cfg, af_ps_shard *s,
                     goto done;
                 }
                 if (m == 0 && from == 0 && env->body_case == ARCFACE__ENVELOPE__BODY_CHECKPOINT && checkpoint) {
-                    if ((st = af_ctx_fault(ctx, "checkpoint", env->checkpoint->opt_step)) ||
-                        (st = checkpoint(user, env->checkpoint->opt_step, env->checkpoint->path)))
+                    int64_t ck = env->checkpoint->opt_step;
+                    if ((st = af_ctx_fault(ctx, "checkpoint", ck)) || (st = checkpoint(user, ck, env->checkpoint->path)))
                         goto done;
                     af_ctx_progress();
-                    evaluating = cfg->val_targets[0] != 0;
+                    /* Worker 0 may evaluate now, before the next pull: its signs of
+                     * life bound the wait (ctx.h), signals are passed on meanwhile. */
+                    int evaluated, failed;
+                    if ((st = af_ctx_eval_follow(ctx, ck, poll_signal, &sv, &evaluated, &failed))) goto done;
+                    if (failed) {
+                        st = af_errorf(AF_ERR_ARG, "worker 0 failed to evaluate after the checkpoint of step %lld (see "
+                                       "its message)", (long long)ck);
+                        goto done;
+                    }
                     continue;
                 }
                 if (!is_worker(&sv, from) || env->body_case != ARCFACE__ENVELOPE__BODY_PULL || sv.seen[from]) {

@@ -11,6 +11,11 @@
 # the evaluation runs again). To RESTART from scratch: FRESH=1 bash scripts/main-job.sh
 # (it deletes work_dirs/fmnist first). OUT=DIR puts the run somewhere else;
 # TRAIN_ARGS="--margin_grad analytic" passes extra keys to the trainer.
+#
+# Stopping: training runs under jobs/launch.sh, so SIGTERM or SIGINT to its pid (or
+# SIGUSR1 to mpirun) checkpoints and ends the job with status 3; run the script again
+# to continue. Ctrl-C also reaches mpirun, which then exits 1 (Open MPI 4.1), but the
+# ranks still write their checkpoint first (jobs/README.md, docs/faults.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 t0=$(date +%s)
@@ -24,7 +29,8 @@ echo "main-job: installed and built in $((t1 - t0)) s"
 
 [ "${FRESH:-0}" = 1 ] && { echo "main-job: FRESH=1, removing $OUT"; rm -rf "$OUT"; }
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
-mpirun --oversubscribe --bind-to none -np 3 build/bin/arcface-train jobs/fmnist.conf --ps 1 --output "$OUT" ${TRAIN_ARGS:-} \
+jobs/launch.sh mpirun --oversubscribe --bind-to none -np 3 build/bin/arcface-train jobs/fmnist.conf --ps 1 --output "$OUT" \
+  ${TRAIN_ARGS:-} \
   | grep -vE '^[a-z_0-9]+ = '
 t2=$(date +%s)
 echo "main-job: trained in $((t2 - t1)) s"

@@ -248,7 +248,9 @@ static af_status run_server(job *j)
     return st;
 }
 
-static af_status checkpoint(job *j, int64_t step)
+/* evaluates: worker 0 evaluates right after this checkpoint (the servers are
+ * told either way, include/arcface/ctx.h). */
+static af_status checkpoint(job *j, int64_t step, int evaluates)
 {
     char *path = j->last_ckpt;
     af_ckpt_path(&j->cfg, step, path, sizeof j->last_ckpt);
@@ -275,6 +277,7 @@ static af_status checkpoint(job *j, int64_t step)
     double t0 = MPI_Wtime();
     af_status st = af_ckpt_write(&j->ctx, &j->cfg, &j->reg, j->w.num_image, step, path);
     af_ctx_progress();
+    if (!st) st = af_ctx_eval_announce(&j->ctx, step, evaluates);
     if (!st && j->ctx.rank == 0) {
         struct stat sb;
         double mb = stat(path, &sb) ? 0 : sb.st_size / 1e6, dt = MPI_Wtime() - t0;
@@ -286,12 +289,17 @@ static af_status checkpoint(job *j, int64_t step)
 
 /* Worker 0 evaluates every val_target with the current backbone (eval mode) and
  * the class centres of the checkpoint just written; the other workers wait
- * without spinning. The results go to the console and the next metrics row. */
+ * without spinning, for its signs of life and the end (af_ctx_eval_follow; the
+ * servers do the same), so that a worker 0 stopped or hung in an evaluation
+ * ends the job within the progress deadline however long evaluations take.
+ * The results go to the console and the next metrics row. */
 static af_status evaluate(job *j, int64_t step, const char *ckpt_path)
 {
     af_status st = AF_OK;
     if (j->ctx.worker_rank == 0) {
         af_ctx_local_work(1);
+        printf("Eval: step %lld: evaluating %d target%s on worker 0\n", (long long)step, j->n_val, j->n_val > 1 ? "s" : "");
+        fflush(stdout);
         af_backbone *bb = &j->w.bb;
         float *centres = NULL;
         int64_t nc = 0;
@@ -310,6 +318,8 @@ static af_status evaluate(job *j, int64_t step, const char *ckpt_path)
         for (int i = 0; i < j->n_val && !st; i++) {
             if (!j->val[i] && (st = af_valset_open(&j->val[i], j->val_spec[i], bb->cfg.in_c, bb->cfg.in_h, bb->cfg.in_w)))
                 break;
+            af_valset_set_progress(j->val[i], af_ctx_eval_beat, &j->ctx);
+            if ((st = af_ctx_eval_beat(&j->ctx))) break; /* opening a large .bin takes a while */
             af_valset_result r;
             double t0 = MPI_Wtime();
             if ((st = af_valset_run(j->val[i], bb, centres, nc, &r, NULL))) break;
@@ -326,25 +336,12 @@ static af_status evaluate(job *j, int64_t step, const char *ckpt_path)
         free(centres);
         fflush(stdout);
         af_ctx_local_work(0);
+        af_status est = af_ctx_eval_end(&j->ctx, st != AF_OK);
+        return st ? st : est;
     }
-    if (j->ctx.W > 1) {
-        /* The others wait for worker 0 without burning the cores it evaluates on. */
-        MPI_Request rq;
-        int done = 0, fail = st != AF_OK, any;
-        if (MPI_Iallreduce(&fail, &any, 1, MPI_INT, MPI_MAX, j->ctx.workers, &rq) != MPI_SUCCESS)
-            return af_errorf(AF_ERR_MPI, "worker rank %d: the all-reduce after evaluation failed", j->ctx.rank);
-        while (!done) {
-            if (MPI_Test(&rq, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS)
-                return af_errorf(AF_ERR_MPI, "worker rank %d: waiting for worker 0's evaluation failed", j->ctx.rank);
-            if (!done) {
-                /* Waiting for worker 0 is not being stuck: keep the stop watchdog quiet. */
-                af_ctx_progress();
-                struct timespec ts = {0, 2000000};
-                nanosleep(&ts, NULL);
-            }
-        }
-        if (any && !st) st = af_errorf(AF_ERR_ARG, "worker 0 failed to evaluate (see its message)");
-    }
+    int evaluated, failed;
+    if ((st = af_ctx_eval_follow(&j->ctx, step, NULL, NULL, &evaluated, &failed))) return st;
+    if (failed) st = af_errorf(AF_ERR_ARG, "worker rank %d: worker 0 failed to evaluate (see its message)", j->ctx.rank);
     return st;
 }
 
@@ -448,7 +445,7 @@ static af_status run_worker(job *j)
      * equal the one resumed from; an item registered but not restored (or
      * restored and then re-initialised) shows up as a difference. */
     const char *rt = getenv("ARCFACE_TEST_CHECKPOINT_AT_RESUME");
-    if (j->resume && rt && *rt == '1' && (st = checkpoint(j, first))) return st;
+    if (j->resume && rt && *rt == '1' && (st = checkpoint(j, first, 0))) return st;
     if (first >= j->stop_step) {
         if (j->ctx.rank == 0) printf("arcface-train: the checkpoint is already at step %lld; nothing to do\n", (long long)first);
         return af_worker_shutdown(w, first, 0);
@@ -465,7 +462,7 @@ static af_status run_worker(job *j)
          * reads them from a checkpoint of the same step. */
         int ckpt_now = last || eval_now || (j->cfg.save_every > 0 && (s + 1) % j->cfg.save_every == 0);
         double t_pause = MPI_Wtime(), cpu_pause = j->cfg.profile ? process_cpu_s() : 0;
-        if (ckpt_now && (st = checkpoint(j, s + 1))) return st;
+        if (ckpt_now && (st = checkpoint(j, s + 1, eval_now))) return st;
         if (eval_now && (st = evaluate(j, s + 1, j->last_ckpt))) return st;
         /* Throughput and ETA leave checkpoint and evaluation time out. */
         t_pause = MPI_Wtime() - t_pause;
@@ -501,7 +498,7 @@ static af_status run_worker(job *j)
         if (rc != MPI_SUCCESS)
             return af_errorf(AF_ERR_MPI, "worker rank %d: the all-reduce agreeing on signals failed", j->ctx.rank);
         if (sig && !last) {
-            if ((!ckpt_now && (st = checkpoint(j, s + 1))) || (st = af_worker_shutdown(w, s + 1, 1))) return st;
+            if ((!ckpt_now && (st = checkpoint(j, s + 1, 0))) || (st = af_worker_shutdown(w, s + 1, 1))) return st;
             return af_errorf(AF_ERR_INTERRUPTED, "stopped by signal %d after the checkpoint of step %lld", sig,
                              (long long)(s + 1));
         }

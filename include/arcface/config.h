@@ -68,7 +68,8 @@ typedef struct {
     int64_t msg_chunk_bytes;      /* largest MPI message between workers and servers (core/transport.c) */
     double comm_timeout;          /* seconds a rank waits for another before it ends the job (0: forever);
                                      default 1800, torch.distributed's; the deadline is never below 3 x the
-                                     longest step, and waits spanning an evaluation are exempt (ctx.h) */
+                                     longest step; waits for worker 0's evaluation count from its last
+                                     sign of life (ctx.h) */
     /* output, checkpoints, logging, evaluation */
     char output[AF_CFG_STR];
     int frequent;

@@ -60,7 +60,11 @@ int af_ctx_first_failure(void);
  * makes world rank RANK act at PHASE ("pull", "forward", "push", "commit",
  * "checkpoint") of optimizer step STEP. ACTION "kill" (the default) is a
  * SIGKILL, as a node failure would be; "error" makes the phase fail with an
- * error; other actions ("badpush", "badcommit", "nan") are for the caller to act on.
+ * error; "stop" a SIGSTOP (the rank goes on after a SIGCONT), as a hung rank
+ * would be; other actions ("badpush", "badcommit", "nan") are for the caller to act on.
+ * ARCFACE_TEST_HOST=NAME, also for the tests: this rank counts as running on
+ * host NAME (the progress deadline's look at its peers, below), so ranks of one
+ * machine can pose as ranks of several hosts.
  * af_ctx_fault_hit returns 1 (and *action) when this rank, phase and step match;
  * af_ctx_fault carries out "kill" and "error" and returns AF_OK otherwise.
  * Without the variable both cost one branch. Per rank. */
@@ -90,15 +94,51 @@ void af_ctx_local_work(int on);
  * culprit: a reply owed by one rank (AF_WAIT_REPLY) fires first, a wait for
  * the next request of a given rank (AF_WAIT_PEER) D/4 (at most 30 s) later,
  * a collective where the culprit is unknown (AF_WAIT_GROUP) twice that, so
- * the message that names the stuck rank is the one the job ends with. Outside
+ * the message that names the stuck rank is the one the job ends with. A rank
+ * whose wait names no culprit (or one only indirectly: AF_WAIT_PEER, GROUP)
+ * looks for a stopped peer on its own host (/proc) and names it; when it finds
+ * none and ranks run on other hosts, it waits D/4 (3 to 30 s) more, so that
+ * a rank on the culprit's host, which can name it, speaks first. Outside
  * labelled waits a rank may go D without progress (a loop spinning in a bug).
- * AF_WAIT_EXEMPT marks a wait that spans a peer's evaluation, whose length
- * nothing here can bound. Then the rank prints the rank and phase it waited
- * for and exits with status 1; the launcher ends the others. Labels are
- * static strings; `what` is a step or -1. Per rank, main thread only. */
-typedef enum { AF_WAIT_REPLY = 0, AF_WAIT_PEER = 1, AF_WAIT_GROUP = 2, AF_WAIT_EXEMPT = 3 } af_wait_kind;
+ * AF_WAIT_LIVE marks a wait for worker 0's evaluation (af_ctx_eval_follow):
+ * D applies to the time since its last sign of life, not since the wait
+ * began, and the wait, however long, does not count as a step. Then the rank
+ * prints the rank and phase it waited for and exits with status 1; the
+ * launcher ends the others. Labels are static strings; `what` is a step or -1.
+ * Per rank, main thread only. */
+typedef enum { AF_WAIT_REPLY = 0, AF_WAIT_PEER = 1, AF_WAIT_GROUP = 2, AF_WAIT_LIVE = 3 } af_wait_kind;
 void af_ctx_wait(const char *phase, long long what, int peer, af_wait_kind kind);
 void af_ctx_wait_done(void);
+
+/* Worker 0's evaluation under the progress deadline. After a checkpoint worker
+ * 0 evaluates val_targets while every other rank waits for it; an evaluation
+ * (r100, three 12k-pair sets) may legitimately outlast comm_timeout, so the
+ * others bound the time since worker 0's last sign of life instead: a message
+ * every few seconds (min(2 s, comm_timeout / 4, ARCFACE_STOP_GRACE / 4))
+ * between evaluation batches. A stopped or hung worker 0 thus ends the job
+ * within D of its last message, and a long evaluation never does.
+ * Messages travel on AF_TAG_EVAL in the world communicator, from world rank 0
+ * only, two int64 each (the checkpoint's step and what follows), and every one
+ * sent is received, so nothing is left unmatched:
+ * - af_ctx_eval_announce, worker 0 after every checkpoint: evaluates 0 tells
+ *   each server that no evaluation follows; 1 begins one, to every other rank.
+ * - af_ctx_eval_beat(ctx), worker 0 between batches (an af_valset progress
+ *   hook): a sign of life when the interval has passed; to a rank whose last
+ *   message has not yet completed, none (never more than one in flight each).
+ * - af_ctx_eval_end, worker 0 after the evaluation: the end and whether it
+ *   failed; returns once every message it sent has completed.
+ * - af_ctx_eval_follow, servers after every checkpoint, workers 1.. when an
+ *   evaluation follows (they keep the same schedule): takes the messages
+ *   until "none" or the end, under an AF_WAIT_LIVE wait naming rank 0; poll
+ *   (may be NULL) is called between probes (a server passes signals on).
+ *   *evaluated: one took place; *failed: worker 0 reported its failure.
+ * A job of one rank sends and takes nothing. */
+#define AF_TAG_EVAL 7006 /* 7001-7005: include/arcface/msg.h, transport.h */
+af_status af_ctx_eval_announce(const af_ctx *c, int64_t step, int evaluates);
+af_status af_ctx_eval_beat(void *ctx);
+af_status af_ctx_eval_end(const af_ctx *c, int failed);
+af_status af_ctx_eval_follow(const af_ctx *c, int64_t step, af_status (*poll)(void *), void *user, int *evaluated,
+                             int *failed);
 
 int af_ctx_fault_hit(const af_ctx *c, const char *phase, int64_t step, const char **action);
 af_status af_ctx_fault(const af_ctx *c, const char *phase, int64_t step);

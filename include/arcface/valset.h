@@ -56,6 +56,11 @@ typedef struct {
  * malloc'd (images, D) float array of the combined, normalised embeddings. */
 af_status af_valset_run(af_valset *v, af_backbone *bb, const float *centres, int64_t n_centres,
                         af_valset_result *r, float **emb);
+/* fn(user) is called after every batch of af_valset_run, from its thread; a
+ * non-OK return stops the run with that status. For a caller that must show it
+ * is alive during a long evaluation (the trainer's worker 0, whose peers wait
+ * for it under the progress deadline, include/arcface/ctx.h). fn NULL: none. */
+void af_valset_set_progress(af_valset *v, af_status (*fn)(void *), void *user);
 /* Labels of the images (NULL for .bin sets). */
 const int32_t *af_valset_labels(const af_valset *v);
 
