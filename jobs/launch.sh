@@ -11,6 +11,10 @@
 # odls_base_sigkill_timeout: it exits 1 even when the ranks checkpoint and exit 3. It
 # does forward SIGUSR1 to every rank, so this script turns SIGTERM/SIGINT into SIGUSR1.
 # A second SIGTERM/SIGINT passes through unchanged (stop now, no checkpoint).
+# The launcher runs in a session of its own (setsid), so a signal to this script's
+# whole process group (a terminal's Ctrl-C, `kill -- -PGID`, `timeout`) reaches
+# only this script and takes the graceful path too; without it mpirun got the
+# SIGINT as well and exited 1 after the ranks' checkpoint.
 # Exit status: the launcher's (3 after a graceful stop).
 set -u
 [ $# -ge 1 ] || { echo "usage: jobs/launch.sh LAUNCHER [ARGS...]" >&2; exit 2; }
@@ -27,7 +31,12 @@ on_stop() {
 trap 'on_stop TERM' TERM
 trap 'on_stop INT' INT
 trap 'kill -USR1 "$pid" 2>/dev/null' USR1
-"$@" &
+# In a script (no job control) a background command stays in our process group,
+# so setsid execs it without forking, and setpriv execs it in turn: $! is the
+# launcher itself. Out of our process group, the launcher would outlive a
+# `kill -9` of this script's group; the parent-death signal (SIGTERM) ends it
+# then, the way mpirun ends a job on SIGTERM.
+setsid setpriv --pdeathsig TERM "$@" &
 pid=$!
 while :; do
   wait "$pid"; rc=$?

@@ -102,16 +102,20 @@ def wait_ckpt(out, p, limit=120):
 
 
 def signal_run(name, target, sig, env=None, wrap=()):
-    """target: a world rank, or 'launcher' (the process we started)."""
+    """target: a world rank, 'launcher' (the process we started) or 'group' (its
+    whole process group, as a terminal's Ctrl-C or `kill -- -PGID` signals it)."""
     p, out = start(name, 100000, env=env, wrap=wrap)
     before = wait_ckpt(out, p)
-    pid = p.pid if target == "launcher" else rank_pid(out, target)
+    pid = p.pid if target in ("launcher", "group") else rank_pid(out, target)
     if pid is None:
         check(False, f"{name}: found the process of rank {target}")
         os.killpg(p.pid, signal.SIGKILL)
         return None, "", float("nan"), before, -1
     t0 = time.time()
-    os.kill(pid, sig)
+    if target == "group":
+        os.killpg(pid, sig)
+    else:
+        os.kill(pid, sig)
     rc, log = finish(p, out, 120)
     return rc, log, time.time() - t0, before, latest_step(out)
 
@@ -154,13 +158,18 @@ def main():
                                     ("sigusr1_server3", 3, signal.SIGUSR1, ()),
                                     ("sigterm_server2", 2, signal.SIGTERM, ()),
                                     ("sigterm_launch_sh", "launcher", signal.SIGTERM,
+                                     ("bash", os.path.join(ROOT, "jobs", "launch.sh"))),
+                                    # Ctrl-C at a terminal: SIGINT to launch.sh's whole process
+                                    # group (mpirun would exit 1 if it got it too)
+                                    ("sigint_launch_sh_group", "group", signal.SIGINT,
                                      ("bash", os.path.join(ROOT, "jobs", "launch.sh")))):
         rc, log, dt, before, after = signal_run(name, target, sig, wrap=wrap)
         # The job stops at the next step boundary with that step checkpointed: a new
         # checkpoint, or the one just written when the signal came right after it.
         m = re.search(r"stopped by signal \d+ after the checkpoint of step (\d+)", log)
         ok = rc == 3 and m is not None and int(m.group(1)) == after and after >= before
-        check(ok, f"{signal.Signals(sig).name} to {'jobs/launch.sh mpirun' if target == 'launcher' else f'rank {target}'}: "
+        whom = {"launcher": "jobs/launch.sh mpirun", "group": "the process group of jobs/launch.sh mpirun"}
+        check(ok, f"{signal.Signals(sig).name} to {whom.get(target, f'rank {target}')}: "
                   f"exit {rc} after {dt:.2f} s, checkpoint step {before} -> {after}")
         table.append((f"{signal.Signals(sig).name} to {name.split('_', 1)[1]}", rc, dt))
     rc, log, dt, before, after = signal_run("sigterm_mpirun", "launcher", signal.SIGTERM)
