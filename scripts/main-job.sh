@@ -14,8 +14,8 @@
 #
 # Stopping: training runs under jobs/launch.sh, so SIGTERM or SIGINT to its pid (or
 # SIGUSR1 to mpirun) checkpoints and ends the job with status 3; run the script again
-# to continue. Ctrl-C also reaches mpirun, which then exits 1 (Open MPI 4.1), but the
-# ranks still write their checkpoint first (jobs/README.md, docs/faults.md).
+# to continue; Ctrl-C does the same (launch.sh keeps mpirun out of the terminal's
+# process group; jobs/README.md, docs/faults.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 t0=$(date +%s)
