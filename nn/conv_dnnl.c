@@ -6,7 +6,7 @@
  * oneDNN JIT-compiles AVX-512 ones, so there it is about twice as fast per
  * layer even with the reorders into and out of its blocked layouts counted.
  *
- * One cache entry per (shape, batch) holds the primitives (forward, backward
+ * One cache entry per (shape, batch, precision, threads) holds the primitives (forward, backward
  * data, backward weights), oneDNN's blocked buffers and the reorders from and
  * to our (C, B, H, W) activations and (O, I, kh, kw) weights, described to
  * oneDNN by strides, so nothing is created per step. Layers of the same shape
@@ -60,7 +60,7 @@ typedef struct {
 } operand;
 
 typedef struct {
-    int key[13];
+    int key[14];
     int ok; /* 1 built, -1 failed (use our path) */
     dnnl_primitive_t fwd, bwd_d, bwd_w;
     operand f_x, f_w, f_y;    /* forward */
@@ -213,18 +213,21 @@ static int build(entry *e, const af_conv2d *c, int B)
     return bad ? -1 : 0;
 }
 
-static void shape_key(const af_conv2d *c, int B, int *k)
+/* The thread count is part of the key: a oneDNN primitive runs with the number of
+ * OpenMP threads there were when it was created, whatever the caller asks later. */
+static void shape_key(const af_conv2d *c, int B, int nthreads, int *k)
 {
-    const int v[13] = {c->cin, c->cout, c->h, c->w, c->kh, c->kw, c->sh, c->sw, c->ph, c->pw, c->groups, B, c->prec};
+    const int v[14] = {c->cin, c->cout, c->h, c->w, c->kh, c->kw, c->sh, c->sw, c->ph, c->pw, c->groups, B, c->prec,
+                       nthreads};
     memcpy(k, v, sizeof v);
 }
 
 /* The entry for (c, B), built on first use, with exec_mu held and the pool
  * grown to fit; NULL: use our path. */
-static entry *get(const af_conv2d *c, int B)
+static entry *get(const af_conv2d *c, int B, int nthreads)
 {
-    int key[13];
-    shape_key(c, B, key);
+    int key[14];
+    shape_key(c, B, nthreads, key);
     pthread_mutex_lock(&cache_mu);
     entry *e = NULL;
     for (int i = 0; i < n_cache && !e; i++)
@@ -295,9 +298,13 @@ static int threads_begin(int nthreads)
 int nn_dnnl_forward(const af_conv2d *c, int B, const float *x, const float *w, float *y, int nthreads)
 {
     if (!prec_wanted(c)) return -1;
-    entry *e = get(c, B);
-    if (!e) return -1;
+    /* before get(): a primitive created there takes the thread count then set */
     int saved = threads_begin(nthreads);
+    entry *e = get(c, B, nthreads);
+    if (!e) {
+        omp_set_num_threads(saved);
+        return -1;
+    }
     int bad = operand_in(&e->f_x, x, 0) || operand_in(&e->f_w, w, 0) || operand_in(&e->f_y, y, 1) ||
               exec3(e->fwd, DNNL_ARG_SRC, e->f_x.prim, DNNL_ARG_WEIGHTS, e->f_w.prim, DNNL_ARG_DST, e->f_y.prim) ||
               operand_out(&e->f_y, 0) || dnnl_stream_wait(strm);
@@ -311,9 +318,12 @@ int nn_dnnl_backward(const af_conv2d *c, int B, const float *x, const float *w, 
                      int dx_accum, float *dw, int nthreads)
 {
     if (!prec_wanted(c)) return -1;
-    entry *e = get(c, B);
-    if (!e) return -1;
     int saved = threads_begin(nthreads);
+    entry *e = get(c, B, nthreads);
+    if (!e) {
+        omp_set_num_threads(saved);
+        return -1;
+    }
     int bad = 0;
     if (dx)
         bad = operand_in(&e->d_dy, dy, 0) || operand_in(&e->d_w, w, 0) ||
@@ -338,9 +348,9 @@ int nn_dnnl_active(void)
     static int env = -1; /* racing first calls store the same value */
     if (env < 0) {
         /* on unless AF_DNNL=0. It was opt-in while trainer_invariant failed with it
-         * on seed-3 data; that was float noise near a PReLU kink (the same seed
-         * failed with our own kernels between thread counts), not oneDNN: its
-         * per-sample results do not depend on the batch (tests/nn nn_conv_batch);
+         * on the data of seed 3; that was float noise near a PReLU kink (on that
+         * seed one process drifts further between 1 and 2 threads), not oneDNN,
+         * whose per-sample results do not depend on the batch (nn_conv_batch);
          * see bench/README-backbone.md */
         const char *s = getenv("AF_DNNL");
         env = !(s && !strcmp(s, "0"));
