@@ -20,6 +20,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "arcface/cpu.h"
 #include "arcface/nn.h"
@@ -149,6 +151,40 @@ static void check(const shape *s, af_conv2d_algo algo, af_precision prec, int B,
     free(whole.y), free(whole.dx), free(whole.dw);
 }
 
+/* A layer run with nthreads = 1 must compute on the calling thread alone: the
+ * process's CPU time may not exceed the thread's by more than the 10% that
+ * housekeeping can take. (oneDNN's primitives keep the OpenMP thread count of
+ * their creation; conv_dnnl.c once created them with the process default, so
+ * a --threads 1 trainer ran them on every core.) On a 1-core machine this
+ * cannot fail, and says so. */
+static void check_one_thread(void)
+{
+    af_conv2d c;
+    const int B = 8;
+    af_conv2d_init(&c, 64, 64, 28, 28, 3, 3, 1, 1, 1, 1, 1);
+    const size_t nx = (size_t)64 * B * 28 * 28, nw = (size_t)64 * 64 * 9;
+    float *x = randv(nx), *w = randv(nw), *dy = randv(nx);
+    result warm = run(&c, B, x, w, dy, 1); /* primitive creation and JIT outside the timing */
+    struct timespec p0, p1, t0, t1;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &p0);
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
+    for (int r = 0; r < 3; r++) {
+        result again = run(&c, B, x, w, dy, 1);
+        free(again.y), free(again.dx), free(again.dw);
+    }
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t1);
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &p1);
+    const double tp = (p1.tv_sec - p0.tv_sec) + 1e-9 * (p1.tv_nsec - p0.tv_nsec);
+    const double tt = (t1.tv_sec - t0.tv_sec) + 1e-9 * (t1.tv_nsec - t0.tv_nsec);
+    const double ratio = tp / (tt > 0 ? tt : 1e-9);
+    const int ok = ratio <= 1.1;
+    printf("nthreads = 1 (%s, %ld cores online): process / calling thread CPU time %.3f (tol 1.1)%s  %s\n",
+           af_conv2d_algo_name(c.algo), sysconf(_SC_NPROCESSORS_ONLN), ratio,
+           sysconf(_SC_NPROCESSORS_ONLN) < 2 ? " (one core: cannot fail here)" : "", ok ? "ok" : "FAIL");
+    if (!ok) failures++;
+    free(x), free(w), free(dy), free(warm.y), free(warm.dx), free(warm.dw);
+}
+
 int main(int argc, char **argv)
 {
     /* the trainer's shapes: the fmnist net of tests/trainer/invariant.py (conv1 is
@@ -168,6 +204,7 @@ int main(int argc, char **argv)
                 check(&shapes[i], (af_conv2d_algo)a, (af_precision)p, 12, 2, nthreads);
                 check(&shapes[i], (af_conv2d_algo)a, (af_precision)p, 12, 3, nthreads);
             }
+    check_one_thread();
     printf("%s\n", failures ? "FAILED" : "all ok");
     return failures ? 1 : 0;
 }
