@@ -15,7 +15,11 @@
  * how both run inside the backbone's layers, and it is what a shared machine
  * can measure.
  *
- * usage: bench_conv [--arch r18,r50,mbf] [--batch 32] [--threads 1] [--reps 3] [--precision fp32|bf16] */
+ * --precision bf16-f32dst: oneDNN's bf16 primitives with float32 forward and
+ * backward-data destinations, the rounding of our own bf16 path.
+ *
+ * usage: bench_conv [--arch r18,r50,mbf] [--batch 32] [--threads 1] [--reps 3]
+ *                   [--precision fp32|bf16|bf16-f32dst] */
 #include <oneapi/dnnl/dnnl.h>
 #include <oneapi/dnnl/dnnl_debug.h>
 #include <omp.h>
@@ -137,15 +141,19 @@ static int run_dnnl(const af_conv2d *c, int B, int bf16, float *x, float *w, flo
     }
     CK(dnnl_memory_desc_init_by_tag(&xa, 4, xd, dt, dnnl_format_tag_any));
     CK(dnnl_memory_desc_init_by_tag(&ya, 4, yd, dt, dnnl_format_tag_any));
+    /* bf16 == 2: float32 destinations (forward dst, backward-data diff_src), the
+     * rounding of our own bf16 path (operands in bf16, float32 accumulation and outputs) */
+    dnnl_memory_desc_t yf = ya, xbd = xa;
+    if (bf16 == 2) yf.data_type = xbd.data_type = dnnl_f32;
     dnnl_dims_t st = {c->sh, c->sw}, pl = {c->ph, c->pw};
     dnnl_dims_t pr = {(c->oh - 1) * c->sh + c->kh - c->h - c->ph, (c->ow - 1) * c->sw + c->kw - c->w - c->pw};
 
     dnnl_convolution_desc_t fd, bdd, bwd;
     dnnl_primitive_desc_t fpd, bdpd, bwpd;
-    CK(dnnl_convolution_forward_desc_init(&fd, dnnl_forward_training, dnnl_convolution_auto, &xa, &wa, NULL, &ya, st,
+    CK(dnnl_convolution_forward_desc_init(&fd, dnnl_forward_training, dnnl_convolution_auto, &xa, &wa, NULL, &yf, st,
                                           pl, pr));
     CK(dnnl_primitive_desc_create(&fpd, &fd, NULL, eng, NULL));
-    CK(dnnl_convolution_backward_data_desc_init(&bdd, dnnl_convolution_auto, &xa, &wa, &ya, st, pl, pr));
+    CK(dnnl_convolution_backward_data_desc_init(&bdd, dnnl_convolution_auto, &xbd, &wa, &ya, st, pl, pr));
     CK(dnnl_primitive_desc_create(&bdpd, &bdd, NULL, eng, fpd));
     /* the weight gradient stays float32 (master weights) in both precisions */
     dnnl_memory_desc_t dwa = wa;
@@ -246,7 +254,7 @@ static int bench_arch(const char *arch, int B, int T, int bf16)
     }
     af_backbone_free(&m);
     printf("\n%s, batch %d, %d threads, %s: per-layer ms of CPU time (best of %d); ours/oneDNN > 1 means oneDNN is faster\n", arch,
-           B, T, bf16 ? "bf16" : "fp32", reps);
+           B, T, bf16 == 2 ? "bf16 (oneDNN: f32 destinations)" : bf16 ? "bf16" : "fp32", reps);
     printf("%-34s %3s %-8s | %8s %8s %8s %6s | %8s %8s %8s %6s\n", "layer (cin>cout hxw kxk/s g)", "n", "ours",
            "fwd ours", "dnnl", "+reord", "ratio", "bwd ours", "dnnl", "+reord", "ratio");
     double tot[6] = {0};
@@ -292,10 +300,13 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--batch") && v) B = atoi(argv[++i]);
         else if (!strcmp(a, "--threads") && v) T = atoi(argv[++i]);
         else if (!strcmp(a, "--reps") && v) reps = atoi(argv[++i]);
-        else if (!strcmp(a, "--precision") && v) bf16 = !strcmp(argv[++i], "bf16");
+        else if (!strcmp(a, "--precision") && v) {
+            const char *p = argv[++i];
+            bf16 = !strcmp(p, "bf16") ? 1 : !strcmp(p, "bf16-f32dst") ? 2 : 0;
+        }
         else {
             fprintf(stderr, "usage: bench_conv [--arch r18,r50,mbf] [--batch 32] [--threads 1] [--reps 3] "
-                            "[--precision fp32|bf16]\n");
+                            "[--precision fp32|bf16|bf16-f32dst]\n");
             return 2;
         }
     }

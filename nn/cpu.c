@@ -77,7 +77,10 @@ const char *af_cpu_kernels_describe(af_precision p)
     snprintf(buf, sizeof buf, "cpu%s%s%s%s%s%s; conv/GEMM %s; batch norm, PReLU, transforms, depthwise %s; margin softmax rows %s",
              f->avx2 ? " avx2" : " (no avx2)", f->avx512 ? " avx512" : "", f->avx512_bf16 ? " avx512_bf16" : "",
              f->amx_bf16 ? " amx_bf16" : "", f->capped ? " capped by AF_ISA=" : "", f->capped ? f->capped : "",
-             af_precision_effective(p) == AF_PRECISION_BF16 ? "bf16 operands, fp32 accumulation (own AVX512_BF16 kernel)"
+             af_precision_effective(p) == AF_PRECISION_BF16
+                ? nn_dnnl_bf16_active() ? "bf16 operands, fp32 accumulation (oneDNN for groups-1 convolutions of >= 16 "
+                                          "input channels larger than 1x1, else own AVX512_BF16 kernel)"
+                                        : "bf16 operands, fp32 accumulation (own AVX512_BF16 kernel)"
                 : nn_dnnl_active() ? "fp32 (oneDNN for groups-1 convolutions of >= 16 input channels, else OpenBLAS sgemm)"
                                    : "fp32 (OpenBLAS sgemm)",
              nn_kern() == nn_kern_avx512 ? "fp32 avx512 (zmm)" : "fp32 baseline (the build's -march)",

@@ -69,6 +69,7 @@ void nn_winograd_backward(const af_conv2d *c, int B, const float *x, const float
  * when they did the work and -1 when the caller must use its own path (no
  * libdnnl, or oneDNN failed). backward needs dbias == NULL (the caller's). */
 int nn_dnnl_active(void); /* built with oneDNN, AVX-512 CPU, not AF_DNNL=0 */
+int nn_dnnl_bf16_active(void); /* and bf16 layers too: AVX512_BF16, not AF_DNNL_BF16=0 */
 long nn_dnnl_calls(void);  /* forward and backward calls oneDNN ran so far (tests) */
 int nn_dnnl_wanted(const af_conv2d *c);
 int nn_dnnl_forward(const af_conv2d *c, int B, const float *x, const float *w, float *y, int nthreads);

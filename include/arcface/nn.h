@@ -61,9 +61,9 @@ typedef enum {
     AF_CONV2D_ALGO_IM2COL,      /* groups == 1: tiled im2col + sgemm */
     AF_CONV2D_ALGO_DIRECT,      /* grouped and depthwise: direct loops over planes */
     AF_CONV2D_ALGO_WINOGRAD,    /* 3x3, stride 1, padding 1, groups 1, >= 16 channels: F(2x2, 3x3) */
-    AF_CONV2D_ALGO_DNNL,        /* oneDNN's primitives (nn/conv_dnnl.c): float32 layers of the shapes measured
-                                   faster, on AVX-512 CPUs, when built with libdnnl; any other call (bf16, a
-                                   bias) runs the algorithm af_conv2d_own_algo names */
+    AF_CONV2D_ALGO_DNNL,        /* oneDNN's primitives (nn/conv_dnnl.c): layers of the shapes measured faster,
+                                   on AVX-512 CPUs, when built with libdnnl (float32, and bf16 unless 1x1); any
+                                   other call (a bias, a bf16 1x1 layer) runs af_conv2d_own_algo's algorithm */
 } af_conv2d_algo;
 
 /* A convolution's geometry; af_conv2d_init fills the derived fields and picks

@@ -14,9 +14,9 @@ autocast's, AND at most 2x as far from the float64 result as autocast's is
 where we compute in float32 by design: bias gradients, grouped and depthwise
 convolutions).
 
-Without --isa, and with AF_DNNL=1 in the environment, the convolutions that
-nn/conv_dnnl.c hands to oneDNN (float32, on an AVX-512 CPU, where libdnnl was
-found) run there. With --isa avx2 the dump
+Without --isa (and without AF_DNNL=0 in the environment), the convolutions
+that nn/conv_dnnl.c hands to oneDNN (float32, on an AVX-512 CPU, where libdnnl
+was found) run there. With --isa avx2 the dump
 runs with AF_ISA=avx2, so the baseline (AVX2) kernels are the ones checked; with
 --isa avx512 (and AF_DNNL=0) it must run our own AVX-512 kernels, and a
 CPU without them is a skip (77). Either way the dump's "kernels:" line must
