@@ -26,6 +26,10 @@ import time
 import h5py
 import numpy as np
 
+# rank_pid: finding a running job's rank by its pid, shared with the trainer fault tests
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "trainer"))
+from rankutil import rank_pid  # noqa: E402
+
 BIN, MPIRUN, WORK = sys.argv[1], sys.argv[2].split("|"), sys.argv[3]
 G = 12
 COMMON = ["--network", "fmnist", "--embedding_size", "32", "--num_classes", "97", "--max_steps", "12",
@@ -85,25 +89,6 @@ def group_diff(a, b):
         y = np.concatenate([tb[k].ravel() for k in keys]).astype(float)
         worst = max(worst, float(np.linalg.norm(x - y) / np.linalg.norm(y)))
     return worst
-
-
-def rank_pid(out, rank):
-    """The pid of world rank `rank` of the job writing to `out` (from /proc)."""
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-            if not argv[0].endswith(b"arcface-train") or out.encode() not in argv:
-                continue
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                env = dict(x.split(b"=", 1) for x in f.read().split(b"\0") if b"=" in x)
-            if env.get(b"OMPI_COMM_WORLD_RANK") == str(rank).encode():
-                return int(pid)
-        except OSError:
-            continue
-    return None
 
 
 def kill_after_checkpoint(out, rank, step):
